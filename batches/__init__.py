@@ -1,0 +1,1 @@
+"""AI processing requests collected into provider batches (OpenAI Batch API), with costs and savings."""

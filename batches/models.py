@@ -1,0 +1,1 @@
+"""Models of the batches app (AI processing requests, provider batches, companies)."""

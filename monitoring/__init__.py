@@ -1,0 +1,1 @@
+"""Durable records, metrics and control for Celery jobs and other background work."""

@@ -1,0 +1,66 @@
+"""The ``MONITORING`` settings dict: documented defaults, read lazily, reset on ``setting_changed``.
+
+Shaped after django-debug-toolbar's settings module: a host project sets only the keys it changes.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Capture -------------------------------------------------------------------------------------------
+    # Turn the Celery signal receivers off (records are then written only by track()).
+    "CAPTURE_ENABLED": True,
+    # Task names (fnmatch patterns) that are not recorded.
+    "IGNORE_TASKS": (),
+    # Events kept in a process before a flush is forced, and the longest an event waits for its flush.
+    "BUFFER_SIZE": 200,
+    "FLUSH_INTERVAL": 1.0,
+    # Events kept while the database is unreachable; past this the oldest are dropped (and logged).
+    "MAX_BUFFERED_EVENTS": 100_000,
+    # The database alias the capture writes to.
+    "DATABASE_ALIAS": "default",
+    # Dotted path of a callable(value, *, task_name, field) -> value applied to args and kwargs before
+    # they are stored or shown. The default masks values whose key looks like a secret.
+    "MASKING_HOOK": "monitoring.masking.mask_sensitive",
+    # Key fragments (case-insensitive) whose values the default masking hook replaces.
+    "SENSITIVE_KEYS": ("password", "passwd", "secret", "token", "api_key", "apikey", "authorization",
+                       "credential", "private_key", "ssn", "card_number"),
+    # Stored size caps; a value over its cap is replaced by a truncated preview and flagged.
+    "MAX_ARGUMENTS_BYTES": 8_192,
+    "MAX_RESULT_CHARS": 2_048,
+    "MAX_TRACEBACK_CHARS": 32_768,
+    # Read side -----------------------------------------------------------------------------------------
+    # A job active (received/started) longer than this many seconds is stuck.
+    "STUCK_AFTER": 600,
+    # A job still active this many seconds after its worker stopped answering is marked LOST.
+    "LOST_AFTER": 3_600,
+    # Days of job records kept by the retention task (0 keeps everything).
+    "RETENTION_DAYS": 30,
+}
+
+
+@cache
+def get_config() -> dict[str, Any]:
+    """Return the effective MONITORING settings: the defaults overlaid with the host's dict."""
+    user = getattr(settings, "MONITORING", {}) or {}
+    return {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+
+
+def get(key: str) -> Any:
+    """Return one MONITORING setting."""
+    return get_config()[key]
+
+
+@receiver(setting_changed)
+def _reset_config(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MONITORING":
+        get_config.cache_clear()
+        from . import masking
+
+        masking.get_masking_hook.cache_clear()

@@ -1,0 +1,179 @@
+"""Durable records of background work: job runs, queue state and the audit trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .querysets import JobRunQuerySet
+
+
+class JobState(models.TextChoices):
+    PENDING = "PENDING", _("Pending")
+    RECEIVED = "RECEIVED", _("Received")
+    STARTED = "STARTED", _("Started")
+    RETRY = "RETRY", _("Retry")
+    SUCCESS = "SUCCESS", _("Success")
+    FAILURE = "FAILURE", _("Failure")
+    REVOKED = "REVOKED", _("Revoked")
+    LOST = "LOST", _("Lost")
+
+
+# States only move forward along this order, so a duplicate or late event never regresses a row.
+# RETRY ranks above STARTED: the retried attempt is received and started again under the same task id
+# and must keep showing RETRY until it ends. The terminal states share the top rank; the first one wins,
+# except that LOST (set by the sweeper) yields to a real outcome reported later by a slow worker.
+STATE_RANK: dict[str, int] = {
+    JobState.PENDING: 0,
+    JobState.RECEIVED: 1,
+    JobState.STARTED: 2,
+    JobState.RETRY: 3,
+    JobState.LOST: 4,
+    JobState.SUCCESS: 5,
+    JobState.FAILURE: 5,
+    JobState.REVOKED: 5,
+}
+ACTIVE_STATES = (JobState.RECEIVED, JobState.STARTED, JobState.RETRY)
+FINISHED_STATES = (JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED, JobState.LOST)
+
+
+class JobOrigin(models.TextChoices):
+    CELERY = "celery", _("Celery task")
+    TRACKED = "tracked", _("Tracked job")
+
+
+class JobRun(models.Model):
+    """One execution of a background job, from publication to its outcome (one row per task id)."""
+
+    task_id = models.CharField(_("task id"), max_length=255, unique=True, editable=False)
+    task_name = models.CharField(_("task name"), max_length=255, editable=False,
+                                 help_text=_("The Celery task name, or the job type of a tracked job."))
+    origin = models.CharField(_("origin"), max_length=16, choices=JobOrigin.choices, default=JobOrigin.CELERY,
+                              editable=False)
+    queue = models.CharField(_("queue"), max_length=255, blank=True, default="", editable=False)
+    routing_key = models.CharField(_("routing key"), max_length=255, blank=True, default="", editable=False)
+    state = models.CharField(_("state"), max_length=16, choices=JobState.choices, default=JobState.PENDING,
+                             editable=False)
+    args = models.JSONField(_("positional arguments"), null=True, blank=True, editable=False)
+    kwargs = models.JSONField(_("keyword arguments"), null=True, blank=True, editable=False)
+    arguments_truncated = models.BooleanField(
+        _("arguments truncated"), default=False, editable=False,
+        help_text=_("Set when the arguments were over MONITORING['MAX_ARGUMENTS_BYTES'] (or not JSON) and only "
+                    "a preview is stored."))
+    result = models.TextField(_("result summary"), blank=True, default="", editable=False)
+    exception_type = models.CharField(_("exception type"), max_length=255, blank=True, default="",
+                                      editable=False)
+    exception_message = models.TextField(_("exception message"), blank=True, default="", editable=False)
+    traceback = models.TextField(_("traceback"), blank=True, default="", editable=False)
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="", editable=False)
+    retries = models.PositiveIntegerField(_("retries"), default=0, editable=False)
+    priority = models.PositiveSmallIntegerField(_("priority"), null=True, blank=True, editable=False)
+    eta = models.DateTimeField(_("ETA"), null=True, blank=True, editable=False)
+    expires = models.DateTimeField(_("expires"), null=True, blank=True, editable=False)
+    parent_id = models.CharField(_("parent id"), max_length=255, blank=True, default="", editable=False)
+    root_id = models.CharField(_("root id"), max_length=255, blank=True, default="", editable=False)
+    group_id = models.CharField(_("group id"), max_length=255, blank=True, default="", editable=False)
+    retry_of = models.CharField(_("retry of"), max_length=255, blank=True, default="", editable=False,
+                                help_text=_("Task id of the job an operator retried to create this one."))
+    created_at = models.DateTimeField(_("first seen"), editable=False, db_index=False,
+                                      help_text=_("When the first event about this job was recorded."))
+    published_at = models.DateTimeField(_("published"), null=True, blank=True, editable=False)
+    received_at = models.DateTimeField(_("received"), null=True, blank=True, editable=False)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated"), editable=False)
+    wait_time = models.FloatField(_("wait time (s)"), null=True, blank=True, editable=False,
+                                  help_text=_("Seconds from publication (or receipt) to start."))
+    runtime = models.FloatField(_("runtime (s)"), null=True, blank=True, editable=False)
+
+    objects = JobRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("job run")
+        verbose_name_plural = _("job runs")
+        ordering = ("-created_at", "-id")
+        get_latest_by = "created_at"
+        permissions = [
+            ("operate_jobrun", _("Can retry, cancel and clear job runs")),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="jobrun_created_idx"),
+            models.Index(fields=["state", "-created_at"], name="jobrun_state_created_idx"),
+            models.Index(fields=["task_name", "-created_at"], name="jobrun_task_created_idx"),
+            models.Index(fields=["queue", "-created_at"], name="jobrun_queue_created_idx"),
+            models.Index(fields=["worker", "-created_at"], name="jobrun_worker_created_idx"),
+            models.Index(fields=["exception_type", "-created_at"], name="jobrun_exc_created_idx"),
+            models.Index(fields=["-finished_at"], name="jobrun_finished_idx"),
+            models.Index(fields=["task_name", "-finished_at"], name="jobrun_task_finished_idx"),
+            models.Index(fields=["queue", "state"], name="jobrun_queue_state_idx"),
+            models.Index(fields=["state", "started_at"], name="jobrun_state_started_idx"),
+            models.Index(fields=["root_id"], name="jobrun_root_idx"),
+            models.Index(fields=["parent_id"], name="jobrun_parent_idx"),
+            models.Index(fields=["retry_of"], name="jobrun_retry_of_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] {self.state}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+class QueueState(models.Model):
+    """Persisted operator state of a queue (a pause survives worker restarts)."""
+
+    name = models.CharField(_("queue"), max_length=255, unique=True)
+    paused = models.BooleanField(_("paused"), default=False)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+", verbose_name=_("paused by"))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("queue state")
+        verbose_name_plural = _("queue states")
+        ordering = ("name",)
+        permissions = [
+            ("operate_queue", _("Can pause, resume and purge queues")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'paused' if self.paused else 'active'})"
+
+
+class AuditSource(models.TextChoices):
+    API = "api", _("API")
+    ADMIN = "admin", _("Admin")
+    COMMAND = "command", _("Management command")
+    SYSTEM = "system", _("System")
+
+
+class AuditEvent(models.Model):
+    """Who did what, from where, with which parameters and outcome. Never edited after it is written."""
+
+    created_at = models.DateTimeField(_("when"), auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", verbose_name=_("who"))
+    actor_name = models.CharField(_("who (name)"), max_length=150, blank=True, default="",
+                                  help_text=_("Kept when the user is deleted; the OS user for commands."))
+    source = models.CharField(_("from"), max_length=16, choices=AuditSource.choices)
+    client_address = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    action = models.CharField(_("action"), max_length=64)
+    targets = models.JSONField(_("targets"), default=list, blank=True)
+    parameters = models.JSONField(_("parameters"), default=dict, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=16)
+    detail = models.TextField(_("detail"), blank=True, default="")
+    new_task_ids = models.JSONField(_("new task ids"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=["action", "-created_at"], name="audit_action_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.outcome}"

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real Celery worker on the test broker, users in each role, the capture buffer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import connection
+
+from jobmonitor.celery import app as celery_app
+from monitoring import capture
+
+from . import factories
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The SQLite pass (tests.settings_sqlite) runs only the tests marked for it.
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        skip = pytest.mark.skip(reason="PostgreSQL pass only")
+        for item in items:
+            if "sqlite" not in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def celery_session_app():
+    """The project's Celery app, its broker emptied once per session."""
+    celery_app.conf.task_always_eager = False
+    with celery_app.connection_for_write() as conn:
+        for queue in ("default", "emails", "reports", "media", "other"):
+            conn.default_channel.queue_purge(queue) if _queue_exists(conn, queue) else None
+    return celery_app
+
+
+def _queue_exists(conn, name: str) -> bool:
+    try:
+        conn.default_channel.queue_declare(queue=name, passive=True)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def celery_worker(celery_session_app, transactional_db) -> Iterator[object]:
+    """A real Celery worker (solo pool, in a thread) consuming the test queues."""
+    with start_worker(celery_session_app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["default", "other"], shutdown_timeout=10) as worker:
+        yield worker
+    capture.flush()
+
+
+@pytest.fixture(autouse=True)
+def empty_capture_buffer() -> Iterator[None]:
+    """No buffered event leaks from one test into the next."""
+    capture.buffer.flush()
+    with capture.buffer._lock:
+        capture.buffer._pending.clear()
+    yield
+    with capture.buffer._lock:
+        capture.buffer._pending.clear()
+
+
+@pytest.fixture
+def viewer(db):
+    return factories.user("viewer")
+
+
+@pytest.fixture
+def operator(db):
+    return factories.user("operator")
+
+
+@pytest.fixture
+def superuser(db):
+    return factories.user("superuser")
+
+
+@pytest.fixture
+def sql_vendor() -> str:
+    return connection.vendor

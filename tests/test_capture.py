@@ -1,0 +1,247 @@
+"""Every Celery task becomes a durable JobRun from publication to outcome (real worker, real broker)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import psycopg2
+import pytest
+from celery import chain
+from django.db import connection
+from django.test import override_settings
+
+from jobmonitor import tasks
+from jobmonitor.celery import app as celery_app
+from monitoring import capture
+from monitoring.models import JobRun, JobState
+
+from .factories import wait_until
+
+pytestmark = pytest.mark.worker
+
+
+def finished_run(task_id: str, state: str = JobState.SUCCESS, timeout: float = 20) -> JobRun:
+    """Wait until the worker's events for ``task_id`` are flushed and the job reached ``state``."""
+    return wait_until(lambda: JobRun.objects.filter(task_id=task_id, state=state).first(), timeout=timeout)
+
+
+@pytest.mark.sqlite
+def test_success_is_recorded_from_publish_to_finish(celery_worker):
+    result = tasks.add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+
+    run = finished_run(result.id)
+    assert run.task_name == "jobmonitor.tasks.add"
+    assert run.queue == "default"
+    assert run.args == [2, 3] and run.kwargs == {}
+    assert run.result == "5"
+    assert run.worker == celery_worker.hostname
+    assert run.published_at <= run.received_at <= run.started_at <= run.finished_at
+    assert run.created_at == run.published_at
+    assert run.runtime is not None and 0 <= run.runtime < 5
+    assert run.wait_time == pytest.approx((run.started_at - run.published_at).total_seconds(), abs=1e-3)
+
+
+def test_published_task_is_visible_before_any_worker_takes_it(transactional_db, celery_session_app):
+    result = tasks.add.apply_async((1, 1), queue="nobody-consumes-this")
+    capture.flush()
+    run = JobRun.objects.get(task_id=result.id)
+    assert run.state == JobState.PENDING
+    assert run.queue == "nobody-consumes-this"
+    with celery_session_app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("nobody-consumes-this")
+
+
+def test_failure_keeps_exception_and_traceback(celery_worker):
+    result = tasks.fail.delay("disk full")
+    with pytest.raises(RuntimeError):
+        result.get(timeout=10)
+
+    run = finished_run(result.id, JobState.FAILURE)
+    assert run.exception_type == "RuntimeError"
+    assert run.exception_message == "disk full"
+    assert "Traceback" in run.traceback and 'raise RuntimeError(message)' in run.traceback
+    assert run.finished_at is not None and run.runtime is not None
+    assert run.result == ""
+
+
+def test_retry_counts_attempts_and_ends_in_the_final_outcome(celery_worker):
+    result = tasks.flaky.delay(fail_times=2)
+    assert result.get(timeout=15) == "succeeded after 2 retries"
+
+    run = finished_run(result.id)
+    assert run.retries == 2
+    # The retry's exception is not the final outcome.
+    assert run.exception_type == "" and run.traceback == ""
+    assert JobRun.objects.filter(task_id=result.id).count() == 1
+
+
+def test_revoked_queued_task_is_recorded_as_revoked(celery_worker):
+    task_id = str(uuid.uuid4())
+    celery_app.control.revoke(task_id)
+    wait_until(lambda: task_id in __import__("celery.worker.state", fromlist=["revoked"]).revoked)
+    tasks.add.apply_async((1, 2), task_id=task_id)
+
+    run = finished_run(task_id, JobState.REVOKED)
+    assert run.started_at is None
+    assert run.exception_message == "Task revoked."
+
+
+def test_countdown_task_is_recorded_as_scheduled_then_runs(celery_worker):
+    result = tasks.add.apply_async((4, 4), countdown=2)
+    capture.flush()
+    scheduled = JobRun.objects.get(task_id=result.id)
+    assert scheduled.state in (JobState.PENDING, JobState.RECEIVED)
+    assert scheduled.eta is not None
+    assert scheduled.eta - scheduled.published_at >= timedelta(seconds=1.9)
+
+    assert result.get(timeout=10) == 8
+    run = finished_run(result.id)
+    assert run.started_at >= scheduled.eta - timedelta(milliseconds=50)
+    assert run.wait_time >= 1.9
+
+
+def test_chain_links_children_to_parent_and_root(celery_worker):
+    result = chain(tasks.add.s(1, 2), tasks.add.s(10)).delay()
+    assert result.get(timeout=10) == 13
+
+    second = finished_run(result.id)
+    first = finished_run(result.parent.id)
+    assert second.args == [3, 10]
+    assert second.parent_id == first.task_id
+    assert second.root_id == first.task_id == first.root_id
+
+
+def test_arguments_are_masked_before_storage(celery_worker):
+    result = tasks.send_email.apply_async(("a@example.com", "hi"), {"smtp_password": "hunter2"}, queue="default")
+    result.get(timeout=15, propagate=False)
+    run = wait_until(lambda: JobRun.objects.filter(task_id=result.id, finished_at__isnull=False).first())
+    assert run.kwargs == {"smtp_password": "********"}
+    assert "hunter2" not in str(run.args) + str(run.kwargs)
+
+
+def test_database_outage_never_fails_the_task_and_the_record_appears_after_recovery(celery_worker):
+    db_name = connection.settings_dict["NAME"]
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    connection.close()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS false')
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [db_name])
+        result = tasks.add.delay(20, 22)
+        assert result.get(timeout=10) == 42  # the task is unaffected by the outage
+        wait_until(lambda: capture.buffer._failures > 0)
+        assert result.id in capture.buffer._pending
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS true')
+        admin.close()
+
+    run = finished_run(result.id, timeout=40)
+    assert run.result == "42" and run.args == [20, 22]
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("same_flush", [True, False], ids=["merged-in-memory", "merged-by-upsert"])
+def test_duplicate_and_out_of_order_events_never_move_state_backwards(same_flush):
+    t0 = capture.now()
+    task_id = "dup-1"
+    events = [
+        capture.make_row(task_id, JobState.SUCCESS, task_name="t", finished_at=t0 + timedelta(seconds=3),
+                         runtime=1.5, result="ok"),
+        capture.make_row(task_id, JobState.STARTED, task_name="t", started_at=t0 + timedelta(seconds=1),
+                         worker="w1"),
+        capture.make_row(task_id, JobState.PENDING, task_name="t", published_at=t0, queue="q", args=[1]),
+        capture.make_row(task_id, JobState.SUCCESS, task_name="t", finished_at=t0 + timedelta(seconds=9),
+                         result="duplicate"),
+        capture.make_row(task_id, JobState.RECEIVED, task_name="t", received_at=t0 + timedelta(seconds=0.5)),
+    ]
+    for event in events:
+        capture.record(event)
+        if not same_flush:
+            capture.flush()
+    capture.flush()
+
+    run = JobRun.objects.get(task_id=task_id)
+    assert run.state == JobState.SUCCESS
+    assert run.result == "ok"  # the first terminal event wins over a duplicate
+    assert run.finished_at == t0 + timedelta(seconds=3)
+    assert run.runtime == 1.5
+    assert run.published_at == t0 and run.queue == "q" and run.args == [1]
+    assert run.started_at == t0 + timedelta(seconds=1)
+    assert run.received_at == t0 + timedelta(seconds=0.5)
+    assert run.worker == "w1"
+    assert run.wait_time == pytest.approx(1.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_outcome_replaces_lost_but_not_the_other_way_round():
+    capture.record(capture.make_row("lost-1", JobState.STARTED, task_name="t", started_at=capture.now()))
+    capture.flush()
+    capture.record(capture.make_row("lost-1", JobState.LOST, task_name="t"))
+    capture.flush()
+    capture.record(capture.make_row("lost-1", JobState.SUCCESS, task_name="t", result="late but fine",
+                                    finished_at=capture.now()))
+    capture.flush()
+    capture.record(capture.make_row("lost-1", JobState.LOST, task_name="t"))
+    capture.flush()
+    run = JobRun.objects.get(task_id="lost-1")
+    assert (run.state, run.result) == (JobState.SUCCESS, "late but fine")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_the_database_rejects_does_not_block_the_others():
+    capture.record(capture.make_row("good-1", JobState.PENDING, task_name="t"))
+    capture.record(capture.make_row("bad-1", JobState.PENDING, task_name="t", priority=70_000))  # > smallint
+    capture.record(capture.make_row("good-2", JobState.PENDING, task_name="t"))
+    capture.flush()
+    assert set(JobRun.objects.values_list("task_id", flat=True)) == {"good-1", "good-2"}
+    assert len(capture.buffer) == 0
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+def test_long_names_and_nul_bytes_are_stored_not_dropped():
+    capture.record(capture.make_row("nul-1", JobState.FAILURE, task_name="x" * 400,
+                                    exception_message="bad\x00byte", finished_at=capture.now()))
+    capture.flush()
+    run = JobRun.objects.get(task_id="nul-1")
+    assert len(run.task_name) == 255
+    assert run.exception_message == "bad\ufffdbyte"
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+@override_settings(MONITORING={"MAX_ARGUMENTS_BYTES": 100})
+def test_oversized_arguments_are_capped_with_a_visible_marker():
+    capture.record(capture.make_row("big-1", JobState.PENDING, task_name="t", args=["a" * 500], kwargs={"k": 1}))
+    capture.flush()
+    run = JobRun.objects.get(task_id="big-1")
+    assert run.arguments_truncated is True
+    assert run.args[capture.TRUNCATED] is True
+    assert run.args["bytes"] == len('["' + "a" * 500 + '"]') and run.args["limit"] == 100
+    assert len(run.args["preview"]) == 100
+    assert run.kwargs == {"k": 1}
+
+
+def test_masking_hook_is_configurable():
+    with override_settings(MONITORING={"MASKING_HOOK": "tests.test_capture.redact_everything"}):
+        value, truncated = capture.prepare_arguments({"a": 1}, task_name="t", field="kwargs")
+    assert value == {"redacted": "kwargs of t"} and truncated is False
+
+
+def redact_everything(value, *, task_name, field):
+    return {"redacted": f"{field} of {task_name}"}
+
+
+def test_ignored_tasks_are_not_recorded(celery_worker):
+    with override_settings(MONITORING={"IGNORE_TASKS": ["jobmonitor.tasks.a*"], "FLUSH_INTERVAL": 0.2}):
+        result = tasks.add.delay(1, 1)
+        result.get(timeout=10)
+        other = tasks.sleep_for.delay(0)
+        other.get(timeout=10)
+        finished_run(other.id)
+    assert not JobRun.objects.filter(task_id=result.id).exists()
