@@ -42,6 +42,14 @@ DEFAULTS: dict[str, Any] = {
     "LOST_AFTER": 3_600,
     # Days of job records kept by the retention task (0 keeps everything).
     "RETENTION_DAYS": 30,
+    # API -------------------------------------------------------------------------------------------------
+    # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
+    "API_AUTHENTICATION_CLASSES": (
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ),
+    # Scoped throttle rates (DRF syntax); a view names its scope with ``throttle_scope``.
+    "API_THROTTLE_RATES": {"monitoring": "600/min", "monitoring-actions": "60/min", "batches": "600/min"},
 }
 
 

@@ -1,0 +1,1 @@
+"""The monitoring REST API (mounted by the host at ``/api/v1/``)."""
