@@ -80,7 +80,11 @@ except Exception as exc:  # dj-database-url raises several types for bad input
     DATABASES = {"default": dj_database_url.parse(f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write to the same file in the demo: wait for the lock instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+    # WAL lets the web server read while the worker writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -129,8 +133,6 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ACKS_LATE = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ROUTES = {
@@ -139,6 +141,9 @@ CELERY_TASK_ROUTES = {
     "jobmonitor.tasks.resize_image": {"queue": "media"},
 }
 CELERY_BEAT_SCHEDULE: dict = {}
+if env_bool("JOBMONITOR_DEMO", False):
+    # The demo keeps publishing a mix of tasks so the dashboards move.
+    CELERY_BEAT_SCHEDULE["demo-traffic"] = {"task": "jobmonitor.tasks.produce_demo_traffic", "schedule": 5.0}
 
 # --- REST framework -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -152,7 +157,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- The apps' own settings (defaults and documentation in monitoring/conf.py and batches/conf.py) -----
-MONITORING: dict = {}
+MONITORING: dict = {"CAPTURE_ENABLED": env_bool("MONITORING_CAPTURE", True)}
 BATCHES: dict = {}
 
 LOGGING = {

@@ -103,14 +103,19 @@ class JobRun(models.Model):
             models.Index(fields=["task_name", "-created_at"], name="jobrun_task_created_idx"),
             models.Index(fields=["queue", "-created_at"], name="jobrun_queue_created_idx"),
             models.Index(fields=["worker", "-created_at"], name="jobrun_worker_created_idx"),
-            models.Index(fields=["exception_type", "-created_at"], name="jobrun_exc_created_idx"),
+            # Partial indexes on sparse columns: most rows have no exception, parent or retry link, and
+            # are never active for long, so these cost next to nothing on the capture's write path.
+            models.Index(fields=["exception_type", "-created_at"], name="jobrun_exc_created_idx",
+                         condition=~models.Q(exception_type="")),
             models.Index(fields=["-finished_at"], name="jobrun_finished_idx"),
             models.Index(fields=["task_name", "-finished_at"], name="jobrun_task_finished_idx"),
-            models.Index(fields=["queue", "state"], name="jobrun_queue_state_idx"),
-            models.Index(fields=["state", "started_at"], name="jobrun_state_started_idx"),
-            models.Index(fields=["root_id"], name="jobrun_root_idx"),
-            models.Index(fields=["parent_id"], name="jobrun_parent_idx"),
-            models.Index(fields=["retry_of"], name="jobrun_retry_of_idx"),
+            models.Index(fields=["queue", "state"], name="jobrun_queue_state_idx",
+                         condition=models.Q(state__in=["PENDING", "RECEIVED", "STARTED", "RETRY"])),
+            models.Index(fields=["state", "started_at"], name="jobrun_active_started_idx",
+                         condition=models.Q(state__in=["RECEIVED", "STARTED", "RETRY"])),
+            models.Index(fields=["root_id"], name="jobrun_root_idx", condition=~models.Q(root_id="")),
+            models.Index(fields=["parent_id"], name="jobrun_parent_idx", condition=~models.Q(parent_id="")),
+            models.Index(fields=["retry_of"], name="jobrun_retry_of_idx", condition=~models.Q(retry_of="")),
         ]
 
     def __str__(self) -> str:

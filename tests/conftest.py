@@ -55,12 +55,9 @@ def celery_worker(celery_session_app, transactional_db) -> Iterator[object]:
 @pytest.fixture(autouse=True)
 def empty_capture_buffer() -> Iterator[None]:
     """No buffered event leaks from one test into the next."""
-    capture.buffer.flush()
-    with capture.buffer._lock:
-        capture.buffer._pending.clear()
+    capture.buffer.discard()
     yield
-    with capture.buffer._lock:
-        capture.buffer._pending.clear()
+    capture.buffer.discard()
 
 
 @pytest.fixture
