@@ -58,7 +58,7 @@ def test_requests_flow_through_a_real_worker_into_a_completed_batch(standin, cel
     assert processed["items"] == 10
 
     job.refresh_from_db()
-    assert [h["status"] for h in job.status_history][0] == "pending"
+    assert job.status_history[0]["status"] == "pending"
     assert "validating" in [h["status"] for h in job.status_history]
     assert job.status_history[-1]["status"] == "completed"
     assert job.in_progress_at and job.completed_at and job.expires_at
