@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -38,7 +41,7 @@ class BatchJobViewSet(MonitoringAPIMixin, viewsets.ReadOnlyModelViewSet):
         """Summary, queues, performance and jobs for a time range."""
         params = MonitoringQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return Response(metrics.monitoring_report(**params.validated_data))
+        return Response(_exact(metrics.monitoring_report(**params.validated_data)))
 
     @action(detail=False, methods=["get"])
     def pipeline(self, request: Request) -> Response:
@@ -85,6 +88,17 @@ class AIProcessingRequestViewSet(MonitoringAPIMixin, viewsets.ReadOnlyModelViewS
     filterset_class = AIProcessingRequestFilter
     ordering_fields = ["requested_at", "completed_at", "status", "priority", "cost"]
     ordering = ["-requested_at", "-id"]
+
+
+def _exact(value: Any) -> Any:
+    """Render Decimal amounts as strings ("0.78"), never as binary floats."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return value
 
 
 def _flag(value: object, name: str) -> bool:
