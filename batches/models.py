@@ -61,8 +61,9 @@ class Endpoint(models.TextChoices):
 class AIProcessingRequest(models.Model):
     """One AI request submitted by host code, carried through provider batches to its result."""
 
+    # Indexed by (company, requested_at) below; a separate FK index would only slow the bulk updates.
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="ai_requests",
-                                verbose_name=_("company"))
+                                verbose_name=_("company"), db_index=False)
     job_type = models.CharField(_("job type"), max_length=64,
                                 help_text=_("What the request is for, e.g. sentiment, category, summary."))
     model = models.CharField(_("model"), max_length=100)
@@ -103,7 +104,9 @@ class AIProcessingRequest(models.Model):
             models.Index(fields=["status", "requested_at"], name="batches_req_status_req_idx"),
             models.Index(fields=["batch"], name="batches_req_batch_idx"),
             models.Index(fields=["status", "batch"], name="batches_req_status_batch_idx"),
-            models.Index(fields=["status", "next_attempt_at"], name="batches_req_status_next_idx"),
+            # Partial: only scheduled retries are looked up by next attempt, and every other row skips it.
+            models.Index(fields=["next_attempt_at"], name="batches_req_retry_due_idx",
+                         condition=models.Q(status="retry_scheduled")),
             models.Index(fields=["company", "requested_at"], name="batches_req_company_idx"),
             models.Index(fields=["job_type", "requested_at"], name="batches_req_jobtype_idx"),
             models.Index(fields=["requested_at"], name="batches_req_requested_idx"),
