@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobmonitor.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -149,7 +149,7 @@ def main() -> None:
     AIProcessingRequest.objects.update(status="pending_batching", batch=None, attempts=0)
     BatchJob.objects.all().delete()
     cache.clear()
-    result, create_time, create_queries = measure(pipeline.create_batches)
+    _, create_time, create_queries = measure(pipeline.create_batches)
     submitted = BatchJob.objects.exclude(provider_batch_id=None).count()
     assert submitted == claimed == jobs, (submitted, claimed, jobs)
     assert not AIProcessingRequest.objects.filter(status="pending_batching").exists()
