@@ -75,6 +75,7 @@ def test_requests_flow_through_a_real_worker_into_a_completed_batch(standin, cel
     assert PipelineRun.objects.filter(step="create").exists() and PipelineRun.objects.filter(step="process").exists()
 
 
+@pytest.mark.sqlite
 def test_partial_failures_are_classified_and_retryable_ones_rescheduled(standin):
     acme = company()
     ok = submit(acme, [f"ok {i}" for i in range(7)])
