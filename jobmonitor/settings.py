@@ -140,10 +140,18 @@ CELERY_TASK_ROUTES = {
     "jobmonitor.tasks.generate_report": {"queue": "reports"},
     "jobmonitor.tasks.resize_image": {"queue": "media"},
 }
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # The batches pipeline (intervals in seconds; defaults documented in batches/conf.py).
+    "batches-create": {"task": "batches.create_batches", "schedule": 300.0},
+    "batches-check": {"task": "batches.check_batches", "schedule": 120.0},
+    "batches-process": {"task": "batches.process_results", "schedule": 60.0},
+    "batches-retry": {"task": "batches.retry_failed", "schedule": 600.0},
+    "batches-expire": {"task": "batches.expire_batches", "schedule": 600.0},
+}
 if env_bool("JOBMONITOR_DEMO", False):
-    # The demo keeps publishing a mix of tasks so the dashboards move.
+    # The demo keeps publishing a mix of tasks and AI requests so the dashboards move.
     CELERY_BEAT_SCHEDULE["demo-traffic"] = {"task": "jobmonitor.tasks.produce_demo_traffic", "schedule": 5.0}
+    CELERY_BEAT_SCHEDULE["batches-demo-requests"] = {"task": "batches.submit_demo_requests", "schedule": 90.0}
 
 # --- REST framework -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,1 @@
+"""The batches REST API (mounted by the host at ``/api/v1/``)."""
