@@ -187,7 +187,11 @@ def _upsert_sql(table: str, vendor: str, rows: int) -> str:
     sets.append(f"created_at = {least}({t}.created_at, {x}.created_at)")
     start = f"COALESCE({x}.started_at, {t}.started_at)"
     origin = f"COALESCE({t}.published_at, {x}.published_at, {t}.received_at, {x}.received_at)"
-    sets.append(f"wait_time = COALESCE({t}.wait_time, {x}.wait_time, {_seconds_sql(vendor, start, origin)})")
+    # Wait time runs from publication (or, for jobs published elsewhere, from receipt) to the first start.
+    # A value measured from receipt is replaced once the publish event arrives; one from publication stays
+    # (a retried attempt's later start does not change it).
+    sets.append(f"wait_time = CASE WHEN {t}.wait_time IS NOT NULL AND ({t}.published_at IS NOT NULL "
+                f"OR {x}.published_at IS NULL) THEN {t}.wait_time ELSE {_seconds_sql(vendor, start, origin)} END")
     cast = {"args": "::jsonb", "kwargs": "::jsonb"} if vendor == "postgresql" else {}
     placeholders = "(" + ", ".join(f"%s{cast.get(col, '')}" for col in COLUMNS) + ")"
     return (f"INSERT INTO {t} ({', '.join(COLUMNS)}) VALUES {', '.join([placeholders] * rows)} "

@@ -48,6 +48,9 @@ def celery_worker(celery_session_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (solo pool, in a thread) consuming the test queues."""
     with start_worker(celery_session_app, pool="solo", concurrency=1, perform_ping_check=False,
                       queues=["default", "other"], shutdown_timeout=10) as worker:
+        # Broadcasts (revoke, cancel_consumer) are fanned out to listeners present at send time: wait until the
+        # worker's control consumer answers, or a test's first broadcast can be lost.
+        factories.wait_until(lambda: celery_session_app.control.ping([worker.hostname], timeout=0.5), timeout=20)
         yield worker
     capture.flush()
 

@@ -40,6 +40,7 @@ def test_success_is_recorded_from_publish_to_finish(celery_worker):
     assert run.published_at <= run.received_at <= run.started_at <= run.finished_at
     assert run.created_at == run.published_at
     assert run.runtime is not None and 0 <= run.runtime < 5
+    # abs=1e-3: SQLite computes it with julianday(), precise to about 10 microseconds.
     assert run.wait_time == pytest.approx((run.started_at - run.published_at).total_seconds(), abs=1e-3)
 
 
@@ -174,7 +175,23 @@ def test_duplicate_and_out_of_order_events_never_move_state_backwards(same_flush
     assert run.started_at == t0 + timedelta(seconds=1)
     assert run.received_at == t0 + timedelta(seconds=0.5)
     assert run.worker == "w1"
-    assert run.wait_time == pytest.approx(1.0)
+    assert run.wait_time == pytest.approx(1.0, abs=1e-3)  # julianday() precision on SQLite
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wait_time_runs_from_publication_even_when_the_worker_reports_first():
+    t0 = capture.now()
+    worker_side = capture.make_row("w-1", JobState.STARTED, task_name="t", received_at=t0 + timedelta(seconds=4),
+                                   started_at=t0 + timedelta(seconds=5))
+    capture.record(worker_side)
+    capture.flush()
+    assert JobRun.objects.get(task_id="w-1").wait_time == pytest.approx(1.0)  # from receipt, for now
+    capture.record(capture.make_row("w-1", JobState.PENDING, task_name="t", published_at=t0))
+    capture.flush()
+    assert JobRun.objects.get(task_id="w-1").wait_time == pytest.approx(5.0)
+    capture.record(capture.make_row("w-1", JobState.STARTED, task_name="t", started_at=t0 + timedelta(seconds=60)))
+    capture.flush()
+    assert JobRun.objects.get(task_id="w-1").wait_time == pytest.approx(5.0)  # a retry's start changes nothing
 
 
 @pytest.mark.django_db(transaction=True)
