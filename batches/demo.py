@@ -11,6 +11,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 
+from monitoring.bulk import insert_objects
+
 from . import conf, pricing
 from .models import AIProcessingRequest, BatchJob, BatchStatus, Company, RequestStatus
 from .submit import RequestSpec, submit_requests
@@ -28,7 +30,7 @@ SESSIONS = ("My invoice shows a double charge for March.", "The app crashes when
 _server = None
 
 
-def seed(now: datetime, days: int = 30, batches_per_day: int = 24) -> dict[str, int]:
+def seed(now: datetime, days: int = 30, batches_per_day: int = 16) -> dict[str, int]:
     """Create demo companies and ``days`` of finished batches with their requests (bulk inserts, seconds)."""
     rng = random.Random(20261122)
     with transaction.atomic():
@@ -59,13 +61,10 @@ def seed(now: datetime, days: int = 30, batches_per_day: int = 24) -> dict[str, 
             setattr(job, f"{status}_at", finished)
             jobs.append(job)
             outcomes.append(_requests_for(job, size, rng, finished))
-        jobs = BatchJob.objects.bulk_create(jobs)
-        requests = []
+        # Totals first, so each batch is written once (no bulk_update pass).
         for job, rows in zip(jobs, outcomes, strict=True):
             summary: dict[str, int] = {}
             for request in rows:
-                request.batch = job
-                request.company = job.company
                 if request.status == RequestStatus.FAILED:
                     summary[request.error_code] = summary.get(request.error_code, 0) + 1
             job.completed_count = sum(1 for r in rows if r.status == RequestStatus.COMPLETED)
@@ -76,10 +75,13 @@ def seed(now: datetime, days: int = 30, batches_per_day: int = 24) -> dict[str, 
             job.input_tokens = sum(r.input_tokens for r in rows)
             job.output_tokens = sum(r.output_tokens for r in rows)
             job.error_summary = summary
+        jobs = BatchJob.objects.bulk_create(jobs)
+        requests = []
+        for job, rows in zip(jobs, outcomes, strict=True):
+            for request in rows:
+                request.batch_id, request.company_id = job.pk, job.company_id
             requests.extend(rows)
-        BatchJob.objects.bulk_update(jobs, ["completed_count", "failed_count", "cost", "sync_cost", "savings",
-                                            "input_tokens", "output_tokens", "error_summary"], batch_size=500)
-        AIProcessingRequest.objects.bulk_create(requests, batch_size=2_000)
+        insert_objects(requests)
     return {"companies": len(companies), "batches": len(jobs), "requests": len(requests)}
 
 

@@ -5,16 +5,15 @@ Rows are built in memory and written with ``bulk_create`` in large batches, so 3
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connection, models, transaction
 from django.utils import timezone
 
+from monitoring.bulk import insert_objects
 from monitoring.models import JobOrigin, JobRun, JobState
 
 
@@ -165,27 +164,4 @@ def _current_runs(rng: random.Random, now: datetime) -> list[JobRun]:
 
 def seed_history(days: int = 30, now: datetime | None = None) -> int:
     """Write ``days`` of demo history; return the number of job runs created."""
-    rows = build_history(days=days, now=now)
-    if connection.vendor != "sqlite":
-        JobRun.objects.bulk_create(rows, batch_size=5_000)
-        return len(rows)
-    # SQLite caps bulk_create at ~30 rows a statement (999 parameters) and Django prepares every value
-    # through its field machinery: one executemany with plainly adapted values is about 5x faster.
-    fields = [f for f in JobRun._meta.concrete_fields if not f.primary_key]
-    adapt = connection.ops.adapt_datetimefield_value
-    values = []
-    for row in rows:
-        record = []
-        for field in fields:
-            value = getattr(row, field.attname)
-            if isinstance(field, models.JSONField):
-                value = None if value is None else json.dumps(value)
-            elif isinstance(field, models.DateTimeField):
-                value = adapt(value)
-            record.append(value)
-        values.append(record)
-    table = connection.ops.quote_name(JobRun._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", values)
-    return len(rows)
+    return insert_objects(build_history(days=days, now=now))

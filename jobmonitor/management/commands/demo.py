@@ -15,7 +15,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
+from batches import demo as batches_demo
+from batches.models import AIProcessingRequest, BatchJob
 from jobmonitor.demo.seed import seed_history
 from monitoring.models import JobRun
 
@@ -55,15 +58,23 @@ class Command(BaseCommand):
     def _seed(self, days: int, reseed: bool) -> None:
         if reseed:
             JobRun.objects.all().delete()
-        if JobRun.objects.exists():
+            AIProcessingRequest.objects.all().delete()
+            BatchJob.objects.all().delete()
+        if JobRun.objects.exists() or BatchJob.objects.exists():
             self.stdout.write("Job history already seeded (use --reseed to start over).")
             return
         started = time.monotonic()
         count = seed_history(days=days)
+        batch_counts = batches_demo.seed(timezone.now(), days=days)
+        figures = ", ".join(f"{n:,} {what}" for what, n in batch_counts.items())
         self.stdout.write(self.style.SUCCESS(
-            f"Seeded {count:,} job runs over {days} days in {time.monotonic() - started:.1f}s."))
+            f"Seeded {count:,} job runs and {figures} over {days} days in {time.monotonic() - started:.1f}s."))
 
     def _run(self, port: int, password: str) -> None:
+        # The OpenAI-compatible stand-in runs in this (otherwise idle) process; worker and beat inherit its URL
+        # through OPENAI_BASE_URL unless the environment already points at a real API.
+        standin_url = batches_demo.start_standin(step_seconds=15)
+        batches_demo.use_standin(standin_url)
         env = {**os.environ, "JOBMONITOR_DEMO": "1", "PYTHONUNBUFFERED": "1"}
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
@@ -86,7 +97,8 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"\njobmonitor demo running\n"
                 f"  admin:   http://127.0.0.1:{port}/admin/   user: admin   password: {password}\n"
-                f"  API:     http://127.0.0.1:{port}/api/v1/\n"
+                f"  API:     http://127.0.0.1:{port}/api/v1/   (docs: /api/v1/docs/)\n"
+                f"  Batch API stand-in: {os.environ.get('OPENAI_BASE_URL', standin_url)}\n"
                 f"Press Ctrl-C to stop the web server, the worker and beat.\n"))
             while True:
                 for name, proc in processes.items():
