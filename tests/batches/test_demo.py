@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 def test_seed_creates_thirty_days_of_consistent_history():
     counts = demo.seed(NOW)
-    assert counts["companies"] == 5 and counts["batches"] > 600 and counts["requests"] > 10 * counts["batches"]
+    assert counts["companies"] == 5 and counts["batches"] > 400 and counts["requests"] > 10 * counts["batches"]
     job = BatchJob.objects.filter(status="completed").first()
     assert job.request_count == AIProcessingRequest.objects.filter(batch=job).count()
     assert job.cost == sum(r.cost or 0 for r in AIProcessingRequest.objects.filter(batch=job))
