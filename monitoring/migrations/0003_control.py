@@ -4,6 +4,14 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from monitoring.roles import OPERATORS, VIEWERS, grant
+
+
+def grant_view_bulk_operations(apps, schema_editor):
+    for group in (VIEWERS, OPERATORS):
+        grant(apps, group, "monitoring", ["view_bulkoperation"])
+
+
 
 class Migration(migrations.Migration):
 
@@ -68,4 +76,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['status', '-created_at'], name='bulkop_status_created_idx')],
             },
         ),
+        migrations.RunPython(grant_view_bulk_operations, migrations.RunPython.noop),
     ]
