@@ -587,8 +587,11 @@ def _cancel_job(actor: Actor, job: JobRun, *, signal: str, snapshot: WorkerSnaps
                                "terminated.")
         pool = snapshot.pool_of(job.worker) if snapshot else None
         if pool is None:
-            raise InvalidState(f"Worker {job.worker} did not answer within {conf.get('CONTROL_TIMEOUT')}s; it may "
-                               "be gone (the job will then be marked LOST). Nothing was sent.")
+            raise InvalidState(
+                f"Worker {job.worker} did not answer within {conf.get('CONTROL_TIMEOUT')}s, so the job cannot be "
+                "terminated safely. Either the worker is gone (the job will then be marked LOST), or it runs the "
+                "'solo' pool, which neither answers nor can stop a task while it runs one; run workers with "
+                "--pool prefork to make running jobs cancellable. Nothing was sent.")
         if pool not in TERMINATING_POOLS:
             raise InvalidState(
                 f"Worker {job.worker} runs the '{pool}' pool, which cannot stop a task that is already running "
