@@ -853,8 +853,9 @@ def _validate_bulk_parameters(action: str, parameters: Mapping[str, Any]) -> Non
         _check_signal(parameters.get("signal", "SIGTERM"))
 
 
-def _selected_ids(ids: Sequence[str] | None, filters: Mapping[str, Any] | None) -> list[str]:
-    limit = conf.get("BULK_MAX_ITEMS")
+def _selected_ids(ids: Sequence[str] | None, filters: Mapping[str, Any] | None,
+                  limit: int | None = None) -> list[str]:
+    cap = conf.get("BULK_MAX_ITEMS")
     if (ids is None) == (filters is None):
         raise InvalidOverride("ids", "give either ids (a list of task ids) or filter (an object), not both or "
                                      "neither.", ["ids", "filter"])
@@ -864,9 +865,9 @@ def _selected_ids(ids: Sequence[str] | None, filters: Mapping[str, Any] | None) 
         ids = list(dict.fromkeys(ids))
         if not ids:
             raise InvalidOverride("ids", "is empty; select at least one job.", "1 or more task ids")
-        if len(ids) > limit:
+        if len(ids) > cap:
             raise InvalidOverride("ids", f"selects {len(ids)} jobs, more than MONITORING['BULK_MAX_ITEMS'] "
-                                         f"({limit}).", f"1-{limit}")
+                                         f"({cap}).", f"1-{cap}")
         found = set(JobRun.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
         missing = [i for i in ids if i not in found]
         if missing:
@@ -875,20 +876,27 @@ def _selected_ids(ids: Sequence[str] | None, filters: Mapping[str, Any] | None) 
         return ids
     if not isinstance(filters, Mapping):
         raise InvalidOverride("filter", "must be an object of filters.", list(BULK_FILTERS))
-    matched = list(select_jobs(filters).order_by("created_at", "id").values_list("task_id", flat=True)[:limit + 1])
-    if len(matched) > limit:
-        raise InvalidOverride("filter", f"matches more than MONITORING['BULK_MAX_ITEMS'] ({limit}) jobs; narrow it "
-                                        "(for example with since/until).", list(BULK_FILTERS))
+    if limit is not None:
+        # An explicit limit takes the oldest matching jobs first and may be under the cap.
+        return list(select_jobs(filters).order_by("created_at", "id").values_list("task_id", flat=True)[:limit])
+    matched = list(select_jobs(filters).order_by("created_at", "id").values_list("task_id", flat=True)[:cap + 1])
+    if len(matched) > cap:
+        raise InvalidOverride("filter", f"matches more than MONITORING['BULK_MAX_ITEMS'] ({cap}) jobs; narrow it "
+                                        "(for example with since/until) or give a limit.", list(BULK_FILTERS))
     return matched
 
 
 def preview_bulk(actor: Actor, action: str, *, ids: Sequence[str] | None = None,
                  filters: Mapping[str, Any] | None = None,
-                 parameters: Mapping[str, Any] | None = None) -> BulkOperation:
+                 parameters: Mapping[str, Any] | None = None, limit: int | None = None) -> BulkOperation:
     """Freeze the jobs a bulk action would act on and count them; nothing is acted on yet."""
     parameters = dict(parameters or {})
     _validate_bulk_parameters(action, parameters)
-    task_ids = _selected_ids(ids, filters)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or
+                              not 0 < limit <= conf.get("BULK_MAX_ITEMS")):
+        raise InvalidOverride("limit", f"must be from 1 to {conf.get('BULK_MAX_ITEMS')}.",
+                              f"1-{conf.get('BULK_MAX_ITEMS')}")
+    task_ids = _selected_ids(ids, filters, limit)
     return BulkOperation.objects.create(
         action=action, parameters=_jsonable(parameters),
         selection=_jsonable({"ids": list(ids)} if ids is not None else {"filter": dict(filters or {})}),
@@ -904,21 +912,23 @@ def eligible_count(operation: BulkOperation) -> int:
 
 
 def bulk(actor: Actor, action: str, *, ids: Sequence[str] | None = None, filters: Mapping[str, Any] | None = None,
-         parameters: Mapping[str, Any] | None = None) -> BulkOperation:
+         parameters: Mapping[str, Any] | None = None, limit: int | None = None, inline: bool = False,
+         progress: Callable[[BulkOperation], None] | None = None) -> BulkOperation:
     """Select and act at once (the selection is frozen now); large sets run in the background."""
     audit_params = {"action": action, "ids_count": len(ids) if isinstance(ids, list | tuple) else None,
                     "filter": filters, "parameters": parameters}
     try:
-        operation = preview_bulk(actor, action, ids=ids, filters=filters, parameters=parameters)
+        operation = preview_bulk(actor, action, ids=ids, filters=filters, parameters=parameters, limit=limit)
     except ControlError as exc:
         record_action(actor, f"bulk_{action}"[:64], targets=list(ids or [])[:1000], parameters=_jsonable(audit_params),
                       outcome="rejected", detail=exc.message)
         raise
-    return confirm_bulk(actor, operation.pk)
+    return confirm_bulk(actor, operation.pk, inline=inline, progress=progress)
 
 
-def confirm_bulk(actor: Actor, operation_id: Any) -> BulkOperation:
-    """Act on the jobs a preview froze: inline up to BULK_SYNC_LIMIT, otherwise as a background task."""
+def confirm_bulk(actor: Actor, operation_id: Any, *, inline: bool = False,
+                 progress: Callable[[BulkOperation], None] | None = None) -> BulkOperation:
+    """Act on the jobs a preview froze: inline up to BULK_SYNC_LIMIT (or when asked), else in the background."""
     action = "bulk"
 
     def run() -> BulkOperation:
@@ -935,7 +945,7 @@ def confirm_bulk(actor: Actor, operation_id: Any) -> BulkOperation:
             if operation.created_at < timezone.now() - timedelta(seconds=conf.get("BULK_PREVIEW_TTL")):
                 raise InvalidState(f"The preview of bulk operation {operation.pk} is older than "
                                    f"{conf.get('BULK_PREVIEW_TTL')}s; preview again to see the current count.")
-            background = operation.total > conf.get("BULK_SYNC_LIMIT")
+            background = not inline and operation.total > conf.get("BULK_SYNC_LIMIT")
             operation.status = BulkStatus.QUEUED if background else BulkStatus.RUNNING
             operation.started_at = None if background else timezone.now()
             operation.save(update_fields=["status", "started_at"])
@@ -948,7 +958,7 @@ def confirm_bulk(actor: Actor, operation_id: Any) -> BulkOperation:
             BulkOperation.objects.filter(pk=operation.pk).update(background_task_id=sent.id)
             operation.background_task_id = sent.id
             return operation
-        return process_bulk_operation(operation.pk)
+        return process_bulk_operation(operation.pk, progress=progress)
 
     def parameters() -> dict[str, Any]:
         op = BulkOperation.objects.filter(pk=operation_id).values("parameters", "total", "selection").first() \
@@ -981,7 +991,8 @@ def bulk_summary(operation: BulkOperation) -> str:
             f"{operation.skipped} skipped, {operation.failed} failed.")
 
 
-def process_bulk_operation(operation_id: int) -> BulkOperation:
+def process_bulk_operation(operation_id: int,
+                           progress: Callable[[BulkOperation], None] | None = None) -> BulkOperation:
     """Act on a frozen operation in batches, saving progress after each (resumes after a crash)."""
     operation = BulkOperation.objects.get(pk=operation_id)
     if operation.status in (BulkStatus.DONE, BulkStatus.FAILED, BulkStatus.PREVIEW):
@@ -1027,6 +1038,8 @@ def process_bulk_operation(operation_id: int) -> BulkOperation:
             operation.problems = (operation.problems + problems)[:1000]
             operation.new_task_ids = operation.new_task_ids + new_ids
             operation.save(update_fields=["processed", "succeeded", "skipped", "failed", "problems", "new_task_ids"])
+            if progress:
+                progress(operation)
         operation.status = BulkStatus.DONE
     except Exception as exc:
         operation.status = BulkStatus.FAILED
