@@ -48,6 +48,9 @@ def celery_worker(celery_session_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (solo pool, in a thread) consuming the test queues."""
     with start_worker(celery_session_app, pool="solo", concurrency=1, perform_ping_check=False,
                       queues=["default", "other"], shutdown_timeout=10) as worker:
+        # Broadcasts (revoke, cancel_consumer) go over Redis pub/sub, which drops a message sent before the
+        # worker's mailbox subscribed: wait until it answers a ping.
+        factories.wait_until(lambda: celery_session_app.control.ping(destination=[worker.hostname], timeout=0.5))
         yield worker
     capture.flush()
 
