@@ -5,5 +5,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("monitoring.api.control_urls")),
     path("api/v1/", include("batches.api.urls")),
 ]

@@ -538,6 +538,11 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
     if task is None or _ignored(task.name):
         return
     started = _started_clock.pop(task_id, None)
+    if state is None:
+        # A BaseException ended the attempt (SIGTERM from revoke(terminate=True), SystemExit): Celery sends
+        # postrun without a state. The worker's main process reports the real outcome (task_revoked, or a
+        # WorkerLostError failure); recording SUCCESS here would win the tie between terminal states.
+        return
     runtime = time.monotonic() - started if started is not None else None
     state = state if state in STATE_RANK else JobState.SUCCESS
     if state in (JobState.RETRY, JobState.STARTED, JobState.RECEIVED, JobState.PENDING):

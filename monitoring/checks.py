@@ -12,7 +12,9 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULTS
 
 _POSITIVE_NUMBERS = ("BUFFER_SIZE", "FLUSH_INTERVAL", "MAX_BUFFERED_EVENTS", "MAX_ARGUMENTS_BYTES",
-                     "MAX_RESULT_CHARS", "MAX_TRACEBACK_CHARS", "STUCK_AFTER", "LOST_AFTER")
+                     "MAX_RESULT_CHARS", "MAX_TRACEBACK_CHARS", "STUCK_AFTER", "LOST_AFTER",
+                     "BULK_SYNC_LIMIT", "BULK_MAX_ITEMS", "BULK_BATCH_SIZE", "BULK_PREVIEW_TTL", "IDEMPOTENCY_TTL",
+                     "DOUBLE_SUBMIT_WINDOW", "CLEAR_BATCH_SIZE", "CONTROL_TIMEOUT")
 
 
 def check_setting_keys(user: dict[str, Any], defaults: dict[str, Any], name: str, app: str) -> list[Error]:
@@ -48,7 +50,7 @@ def check_monitoring_settings(app_configs: Any = None, **kwargs: Any) -> list[Er
             f"settings.MONITORING['RETENTION_DAYS'] must be a whole number of days >= 0, "
             f"got {config['RETENTION_DAYS']!r}.",
             hint="Use 0 to keep every record, or for example 30.", id="monitoring.E002"))
-    for key in ("IGNORE_TASKS", "SENSITIVE_KEYS"):
+    for key in ("IGNORE_TASKS", "SENSITIVE_KEYS", "KNOWN_QUEUES"):
         if isinstance(config[key], str) or not all(isinstance(v, str) for v in config[key]):
             errors.append(Error(f"settings.MONITORING[{key!r}] must be a list of strings.",
                                 hint=f"For example {key!r}: {list(DEFAULTS[key])[:2]!r}.", id="monitoring.E002"))

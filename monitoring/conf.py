@@ -42,6 +42,28 @@ DEFAULTS: dict[str, Any] = {
     "LOST_AFTER": 3_600,
     # Days of job records kept by the retention task (0 keeps everything).
     "RETENTION_DAYS": 30,
+    # Control -------------------------------------------------------------------------------------------
+    # A bulk action over more jobs than this runs in the background (a Celery task) in batches.
+    "BULK_SYNC_LIMIT": 1_000,
+    # The most jobs one bulk action may select; a larger filter is rejected and must be narrowed.
+    "BULK_MAX_ITEMS": 100_000,
+    # Jobs acted on per batch (and per progress update) by a background bulk action.
+    "BULK_BATCH_SIZE": 100,
+    # Seconds a preview stays valid; confirming an older preview asks for a new one.
+    "BULK_PREVIEW_TTL": 900,
+    # Queue of the background bulk task (None: Celery's default queue).
+    "CONTROL_QUEUE": None,
+    # Seconds an idempotency key is remembered.
+    "IDEMPOTENCY_TTL": 86_400,
+    # Seconds within which an identical retry without a key (a double click) is treated as a duplicate.
+    "DOUBLE_SUBMIT_WINDOW": 10,
+    # Records deleted per statement by clear_jobs and clear().
+    "CLEAR_BATCH_SIZE": 5_000,
+    # Extra queue names operators may act on or retry into, besides configured routes/queues and those
+    # seen in records (a queue only workers started with -Q know about).
+    "KNOWN_QUEUES": (),
+    # Seconds to wait for worker replies to control/inspect broadcasts.
+    "CONTROL_TIMEOUT": 1.0,
     # API -------------------------------------------------------------------------------------------------
     # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
     "API_AUTHENTICATION_CLASSES": (

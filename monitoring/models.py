@@ -134,6 +134,10 @@ class QueueState(models.Model):
     paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
     paused_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="+", verbose_name=_("paused by"))
+    paused_workers = models.JSONField(
+        _("paused workers"), default=list, blank=True,
+        help_text=_("Workers that consumed the queue when it was paused (or started while it was paused); "
+                    "resume tells exactly these to consume it again."))
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
@@ -182,3 +186,82 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action} {self.outcome}"
+
+
+class BulkStatus(models.TextChoices):
+    PREVIEW = "preview", _("Previewed")
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+class BulkOperation(models.Model):
+    """One operator action over many jobs: the ids are frozen when it is previewed, progress is counted."""
+
+    action = models.CharField(_("action"), max_length=32, editable=False)
+    parameters = models.JSONField(_("parameters"), default=dict, blank=True, editable=False)
+    selection = models.JSONField(_("selection"), default=dict, blank=True, editable=False,
+                                 help_text=_("The ids or the filter the operator chose, as submitted."))
+    task_ids = models.JSONField(_("task ids"), default=list, blank=True, editable=False,
+                                help_text=_("The jobs that matched at preview time; only these are acted on."))
+    total = models.PositiveIntegerField(_("total"), default=0, editable=False)
+    processed = models.PositiveIntegerField(_("processed"), default=0, editable=False)
+    succeeded = models.PositiveIntegerField(_("succeeded"), default=0, editable=False)
+    skipped = models.PositiveIntegerField(_("skipped"), default=0, editable=False)
+    failed = models.PositiveIntegerField(_("failed"), default=0, editable=False)
+    problems = models.JSONField(_("problems"), default=list, blank=True, editable=False,
+                                help_text=_("Skipped or failed jobs with the reason (the first ones only)."))
+    new_task_ids = models.JSONField(_("new task ids"), default=list, blank=True, editable=False)
+    status = models.CharField(_("status"), max_length=16, choices=BulkStatus.choices, default=BulkStatus.PREVIEW,
+                              editable=False)
+    background_task_id = models.CharField(_("background task id"), max_length=255, blank=True, default="",
+                                          editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", verbose_name=_("created by"))
+    created_by_name = models.CharField(_("created by (name)"), max_length=150, blank=True, default="",
+                                       editable=False)
+    source = models.CharField(_("from"), max_length=16, choices=AuditSource.choices, editable=False)
+    client_address = models.GenericIPAddressField(_("client address"), null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("bulk operation")
+        verbose_name_plural = _("bulk operations")
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="bulkop_status_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} x{self.total} ({self.status})"
+
+    @property
+    def progress(self) -> float:
+        """Share of the frozen jobs already processed (0.0 to 1.0)."""
+        return self.processed / self.total if self.total else 1.0
+
+
+class IdempotencyRecord(models.Model):
+    """The outcome of an action submitted with an idempotency key, replayed when the key comes again."""
+
+    key = models.CharField(_("key"), max_length=255, unique=True, editable=False)
+    fingerprint = models.CharField(_("request fingerprint"), max_length=64, editable=False,
+                                   help_text=_("Hash of the action, target and parameters the key was first used for."))
+    action = models.CharField(_("action"), max_length=32, editable=False)
+    target = models.CharField(_("target"), max_length=255, editable=False)
+    new_task_id = models.CharField(_("new task id"), max_length=255, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires"), editable=False)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        indexes = [
+            models.Index(fields=["expires_at"], name="idempotency_expires_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target} [{self.key}]"
