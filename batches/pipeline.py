@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q, TextField
+from django.db.models import JSONField, Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -167,6 +167,43 @@ def _ts(value: int | None) -> datetime | None:
 
 def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+def _bulk_update(objs: list[Any], fields: list[str]) -> None:
+    """Save ``fields`` of model instances by primary key: one UPDATE ... FROM unnest(...) on PostgreSQL.
+
+    Django's bulk_update builds a CASE WHEN per field and row, which costs seconds of Python for 1,000 batches;
+    the arrays cost one pass over the values.
+    """
+    if not objs:
+        return
+    model = type(objs[0])
+    if not _is_postgres():
+        model.objects.bulk_update(objs, fields, batch_size=500)
+        return
+    meta = model._meta
+    sets, columns, params = [], ["c0"], [[obj.pk for obj in objs]]
+    arrays = [f"%s::{meta.pk.db_type(connection)}[]"]
+    for number, name in enumerate(fields, start=1):
+        model_field = meta.get_field(name)
+        column = f"c{number}"
+        if isinstance(model_field, JSONField):
+            # Arrays of jsonb adapters do not bind; send text and cast per row.
+            encoder = model_field.encoder
+            params.append([None if (value := getattr(obj, model_field.attname)) is None
+                           else json.dumps(value, cls=encoder) for obj in objs])
+            arrays.append("%s::text[]")
+            sets.append(f"{connection.ops.quote_name(model_field.column)} = v.{column}::jsonb")
+        else:
+            params.append([model_field.get_db_prep_save(getattr(obj, model_field.attname), connection)
+                           for obj in objs])
+            arrays.append(f"%s::{model_field.db_type(connection)}[]")
+            sets.append(f"{connection.ops.quote_name(model_field.column)} = v.{column}")
+        columns.append(column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {connection.ops.quote_name(meta.db_table)} AS t SET {', '.join(sets)} "
+                       f"FROM unnest({', '.join(arrays)}) AS v({', '.join(columns)}) "
+                       f"WHERE t.{connection.ops.quote_name(meta.pk.column)} = v.c0", params)
 
 
 # --- create -----------------------------------------------------------------------------------------------
@@ -336,14 +373,14 @@ def _submit(jobs: list[dict[str, Any]], now: datetime, circuit: _Circuit) -> tup
     ok = [u for u in updates if u.provider_batch_id]
     failed = [u for u in updates if not u.provider_batch_id]
     if ok:
-        BatchJob.objects.bulk_update(ok, fields)
+        _bulk_update(ok, fields)
     if failed:
-        BatchJob.objects.bulk_update(failed, ["last_error", "submit_started_at", "provider_error_count"])
+        _bulk_update(failed, ["last_error", "submit_started_at", "provider_error_count"])
     return submitted, errors
 
 
 def _record_failures(jobs: list[dict[str, Any]], error: ProviderError) -> None:
-    BatchJob.objects.bulk_update(
+    _bulk_update(
         [BatchJob(id=j["id"], last_error=str(error)[:2000], submit_started_at=None,
                   provider_error_count=j["provider_error_count"] + 1) for j in jobs],
         ["last_error", "submit_started_at", "provider_error_count"])
@@ -404,7 +441,7 @@ def _poll(jobs: list[BatchJob], call: Callable[[BatchJob], ProviderBatch], now: 
         if _apply(job, outcome, job.status_history, now):
             changes[outcome.status] += 1
     if jobs:
-        BatchJob.objects.bulk_update(jobs, _CHECK_FIELDS)
+        _bulk_update(jobs, _CHECK_FIELDS)
     return dict(changes)
 
 
@@ -581,9 +618,8 @@ def _store_results(batches: list[tuple[BatchJob, tuple[bytes, bytes]]], now: dat
             sync_cost=totals["sync"], savings=totals["sync"] - totals["cost"], input_tokens=totals["input"],
             output_tokens=totals["output"], error_summary=dict(summary), results_processed_at=now))
     _write_outcomes(outcomes, now)
-    BatchJob.objects.bulk_update(job_updates, ["completed_count", "failed_count", "cost", "sync_cost", "savings",
-                                               "input_tokens", "output_tokens", "error_summary",
-                                               "results_processed_at"])
+    _bulk_update(job_updates, ["completed_count", "failed_count", "cost", "sync_cost", "savings", "input_tokens",
+                               "output_tokens", "error_summary", "results_processed_at"])
     return line_count
 
 
