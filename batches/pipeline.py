@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import orjson
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import JSONField, Q, TextField
@@ -310,14 +311,14 @@ def _lease_local_batches(now: datetime) -> list[dict[str, Any]]:
 
 def _input_files(job_ids: list[int]) -> dict[int, bytes]:
     """Build each batch's JSONL input file from its requests (bodies read as text, not re-parsed)."""
-    lines: dict[int, list[str]] = defaultdict(list)
+    lines: dict[int, list[bytes]] = defaultdict(list)
     rows = (AIProcessingRequest.objects.filter(batch_id__in=job_ids, status=RequestStatus.BATCHING_IN_PROGRESS)
             .annotate(body_text=Cast("body", TextField()))
             .values_list("batch_id", "custom_id", "endpoint", "body_text"))
     for batch_id, custom_id, endpoint, body in rows.iterator(chunk_size=10_000):
-        lines[batch_id].append(f'{{"custom_id":{json.dumps(custom_id)},"method":"POST",'
-                               f'"url":{json.dumps(endpoint)},"body":{body}}}')
-    return {batch_id: ("\n".join(group) + "\n").encode() for batch_id, group in lines.items()}
+        lines[batch_id].append(b'{"custom_id":%b,"method":"POST","url":%b,"body":%b}\n'
+                               % (orjson.dumps(custom_id), orjson.dumps(endpoint), body.encode()))
+    return {batch_id: b"".join(group) for batch_id, group in lines.items()}
 
 
 def _submit(jobs: list[dict[str, Any]], now: datetime, circuit: _Circuit) -> tuple[list[dict[str, Any]], int]:
@@ -505,7 +506,7 @@ def _usage(body: dict[str, Any]) -> tuple[int, int, int, int]:
 def _parse_line(raw: bytes) -> tuple[str | None, str, Any, str, str]:
     """Read one output/error line: (custom_id, "ok" | "error", response body, error code, message)."""
     try:
-        line = json.loads(raw)
+        line = orjson.loads(raw)  # its JSONDecodeError is a ValueError
         custom_id = line["custom_id"]
         response = line.get("response")
         if response and response.get("status_code") == 200:
@@ -656,7 +657,7 @@ def _write_outcomes(outcomes: list[_Outcome], now: datetime) -> None:
     if _is_postgres():
         table = AIProcessingRequest._meta.db_table
         columns = list(zip(*[(
-            o.request_id, o.status, json.dumps(o.response) if o.response is not None else None, o.code,
+            o.request_id, o.status, orjson.dumps(o.response).decode() if o.response is not None else None, o.code,
             o.message[:10_000], *o.usage, o.cost, o.sync_cost, o.next_attempt_at,
             now if o.status in done else None) for o in outcomes], strict=True))
         with connection.cursor() as cursor:
