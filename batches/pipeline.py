@@ -213,16 +213,20 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
     """Claim pending requests into batches per company + model + endpoint and submit them to the provider."""
     now = now or timezone.now()
     with _metered(PipelineStep.CREATE) as result:
+        clock = time.perf_counter()
         claimed = _claim_pending(now)
+        claim_seconds = round(time.perf_counter() - clock, 3)
         circuit = _Circuit(now)
         if circuit.open:
-            result.detail.update(claimed_batches=claimed, skipped="circuit open")
+            result.detail.update(claimed_batches=claimed, skipped="circuit open", claim_seconds=claim_seconds)
             return result
         jobs = _lease_local_batches(now)
         submitted, errors = _submit(jobs, now, circuit)
         circuit.save()
         result.items, result.errors = sum(j["request_count"] for j in submitted), errors
-        result.detail.update(claimed_batches=claimed, submitted_batches=len(submitted))
+        # Where a slow run spent its time: the database claim, or building files and calling the provider.
+        result.detail.update(claimed_batches=claimed, submitted_batches=len(submitted), claim_seconds=claim_seconds,
+                             submit_seconds=round(time.perf_counter() - clock - claim_seconds, 3))
     return result
 
 
