@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import uuid
@@ -118,13 +119,21 @@ def _requests_for(job: BatchJob, size: int, rng: random.Random, finished: dateti
     return rows
 
 
-def start_standin(port: int = 0, step_seconds: float = 20.0) -> str:
-    """Start a background stand-in Batch API server (once per process) and return its base URL."""
+def start_standin(port: int = 0, step_seconds: float = 20.0, *, own_process: bool = True) -> str:
+    """Start a stand-in Batch API server (once per process) and return its base URL.
+
+    By default it runs in its own child process, like the real API (it must not compete for this process's
+    GIL); ``own_process=False`` runs it on a daemon thread instead. The child stops when this process exits.
+    """
     global _server
     if _server is None:
-        from .standin import start_in_thread
+        from .standin import start_in_process, start_in_thread
 
-        _server = start_in_thread(port=port, step_seconds=step_seconds)
+        if own_process:
+            _server = start_in_process(port=port, step_seconds=step_seconds)
+            atexit.register(_server.stop)
+        else:
+            _server = start_in_thread(port=port, step_seconds=step_seconds)
     return _server.url
 
 

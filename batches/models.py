@@ -102,8 +102,9 @@ class AIProcessingRequest(models.Model):
         verbose_name_plural = _("AI processing requests")
         indexes = [
             models.Index(fields=["status", "requested_at"], name="batches_req_status_req_idx"),
-            models.Index(fields=["batch"], name="batches_req_batch_idx"),
-            models.Index(fields=["status", "batch"], name="batches_req_status_batch_idx"),
+            # One index serves both "requests of a batch" and "requests of these batches in this status": every
+            # index costs an entry per row in the claim and process updates (both rewrite 100,000s of rows).
+            models.Index(fields=["batch", "status"], name="batches_req_batch_status_idx"),
             # Partial: only scheduled retries are looked up by next attempt, and every other row skips it.
             models.Index(fields=["next_attempt_at"], name="batches_req_retry_due_idx",
                          condition=models.Q(status="retry_scheduled")),

@@ -11,7 +11,9 @@ same run (one query per company to claim, one UPDATE per result line), the shape
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from django.utils import timezone  # noqa: E402
 
 from batches import pipeline  # noqa: E402
 from batches.models import AIProcessingRequest, BatchJob, Company, RequestStatus  # noqa: E402
-from batches.standin import start_in_thread  # noqa: E402
+from batches.standin import start_in_process  # noqa: E402
 
 
 def reset() -> None:
@@ -40,6 +42,13 @@ def reset() -> None:
         cursor.execute("TRUNCATE batches_aiprocessingrequest, batches_batchjob, batches_company, "
                        "batches_pipelinerun, batches_providercircuit RESTART IDENTITY CASCADE")
     cache.clear()
+
+
+def vacuum() -> None:
+    """Clear the dead rows a rolled-back or reset run left, so each measurement starts from the same table."""
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE batches_aiprocessingrequest")
+        cursor.execute("VACUUM ANALYZE batches_batchjob")
 
 
 def seed(requests: int, companies: int) -> None:
@@ -83,11 +92,23 @@ def naive_claim() -> int:
     return jobs
 
 
+PROFILE_DIR: Path | None = None
+
+
 def measure(func, *args, **kwargs):
+    profiler = cProfile.Profile() if PROFILE_DIR else None
     with CaptureQueriesContext(connection) as queries:
         start = time.perf_counter()
+        if profiler:
+            profiler.enable()
         result = func(*args, **kwargs)
+        if profiler:
+            profiler.disable()
         elapsed = time.perf_counter() - start
+    if profiler:
+        # Diagnosis only: the profiler slows the measured code down, so its timings are not the results.
+        profiler.dump_stats(PROFILE_DIR / f"{func.__name__}.prof")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     return result, elapsed, len(queries.captured_queries)
 
 
@@ -124,11 +145,18 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=1_000)
     parser.add_argument("--process-lines", type=int, default=20_000)
     parser.add_argument("--baseline-lines", type=int, default=2_000, help="Lines the naive process baseline reads.")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="Write a cProfile of each measured step into this folder and print its top entries.")
     args = parser.parse_args()
+    global PROFILE_DIR
+    PROFILE_DIR = args.profile
+    if PROFILE_DIR:
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     if connection.vendor != "postgresql":
         sys.exit("Set DATABASE_URL to a PostgreSQL database, e.g. postgres://postgres@127.0.0.1:5432/jm_bench")
     call_command("migrate", verbosity=0)
-    server = start_in_thread(step_seconds=0.01)
+    # The stand-in runs in its own process, like the real API: it must not share this process's GIL.
+    server = start_in_process(step_seconds=0.01)
     settings.BATCHES = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "bench", "OPENAI_MAX_RETRIES": 0,
                         "CONCURRENCY": 4}
     from batches import conf
@@ -144,12 +172,17 @@ def main() -> None:
     t = time.perf_counter()
     seed(args.requests, args.companies)
     seed_time = time.perf_counter() - t
+    vacuum()
     jobs, naive_time, naive_queries = measure(naive_claim)
+    vacuum()
     claimed, claim_time, claim_queries = measure(pipeline._claim_pending, timezone.now())
     AIProcessingRequest.objects.update(status="pending_batching", batch=None, attempts=0)
     BatchJob.objects.all().delete()
+    vacuum()
     cache.clear()
-    _, create_time, create_queries = measure(pipeline.create_batches)
+    create, create_time, create_queries = measure(pipeline.create_batches)
+    split = (f"{create.detail['claim_seconds']:.1f}s claim in the database + "
+             f"{create.detail['submit_seconds']:.1f}s files and 2 SDK calls per batch")
     submitted = BatchJob.objects.exclude(provider_batch_id=None).count()
     assert submitted == claimed == jobs, (submitted, claimed, jobs)
     assert not AIProcessingRequest.objects.filter(status="pending_batching").exists()
@@ -178,12 +211,13 @@ def main() -> None:
     rows.append(("process: bulk match + one UPDATE FROM unnest", process_time, process_queries, done,
                  (done / process_time) / base_rate))
 
-    print(f"\nseeded {args.requests:,} requests / {args.companies:,} companies in {seed_time:.1f}s")
+    print(f"\ncreate, full step: {split}")
+    print(f"seeded {args.requests:,} requests / {args.companies:,} companies in {seed_time:.1f}s")
     print(f"{'measurement':<55} {'seconds':>8} {'queries':>8} {'items':>8} {'items/s':>10} {'x baseline':>10}")
     for name, seconds, queries, items, ratio in rows:
         q = "-" if queries is None else str(queries)
         print(f"{name:<55} {seconds:>8.3f} {q:>8} {items:>8,} {items / seconds:>10,.0f} {ratio:>10.1f}")
-    server.shutdown()
+    server.stop()
 
 
 if __name__ == "__main__":

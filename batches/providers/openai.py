@@ -27,20 +27,28 @@ _ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def _to_batch(batch: Any) -> ProviderBatch:
-    counts = batch.request_counts
-    errors = batch.errors.data if batch.errors and batch.errors.data else []
+def _to_batch(batch: dict[str, Any]) -> ProviderBatch:
+    """Map a Batch object (the API's JSON) onto ProviderBatch."""
+    counts = batch.get("request_counts") or {}
+    errors = (batch.get("errors") or {}).get("data") or []
     return ProviderBatch(
-        id=batch.id, status=batch.status, endpoint=batch.endpoint, input_file_id=batch.input_file_id,
-        output_file_id=batch.output_file_id, error_file_id=batch.error_file_id, created_at=batch.created_at,
-        in_progress_at=batch.in_progress_at, expires_at=batch.expires_at, finalizing_at=batch.finalizing_at,
-        completed_at=batch.completed_at, failed_at=batch.failed_at, expired_at=batch.expired_at,
-        cancelling_at=batch.cancelling_at, cancelled_at=batch.cancelled_at,
-        total=counts.total if counts else 0, completed=counts.completed if counts else 0,
-        failed=counts.failed if counts else 0,
-        errors=[{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors],
-        metadata=dict(batch.metadata or {}),
+        id=batch["id"], status=batch["status"], endpoint=batch.get("endpoint") or "",
+        input_file_id=batch.get("input_file_id") or "", output_file_id=batch.get("output_file_id"),
+        error_file_id=batch.get("error_file_id"), created_at=batch.get("created_at"),
+        in_progress_at=batch.get("in_progress_at"), expires_at=batch.get("expires_at"),
+        finalizing_at=batch.get("finalizing_at"), completed_at=batch.get("completed_at"),
+        failed_at=batch.get("failed_at"), expired_at=batch.get("expired_at"),
+        cancelling_at=batch.get("cancelling_at"), cancelled_at=batch.get("cancelled_at"),
+        total=counts.get("total") or 0, completed=counts.get("completed") or 0, failed=counts.get("failed") or 0,
+        errors=[{"code": e.get("code"), "message": e.get("message"), "line": e.get("line"), "param": e.get("param")}
+                for e in errors],
+        metadata=dict(batch.get("metadata") or {}),
     )
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The JSON body of a raw SDK response (the SDK still sent the request and raised on errors)."""
+    return response.http_response.json()
 
 
 class OpenAIProvider(BatchProvider):
@@ -64,19 +72,21 @@ class OpenAIProvider(BatchProvider):
             kind = "server" if status and status >= 500 else "bad_request"
             raise ProviderError(kind, str(exc), status) from exc
 
+    # Calls go through ``with_raw_response`` and we read the JSON ourselves: building the SDK's pydantic models
+    # costs ~0.7 ms of CPU per call, a second per 1,000 batches in the create and check steps.
     def upload_file(self, filename: str, content: bytes) -> str:
-        return self._call(self.client.files.create, file=(filename, content, "application/jsonl"),
-                          purpose="batch").id
+        return _json(self._call(self.client.files.with_raw_response.create,
+                                file=(filename, content, "application/jsonl"), purpose="batch"))["id"]
 
     def create_batch(self, input_file_id: str, endpoint: str, metadata: dict[str, str]) -> ProviderBatch:
-        return _to_batch(self._call(self.client.batches.create, input_file_id=input_file_id, endpoint=endpoint,
-                                    completion_window="24h", metadata=metadata))
+        return _to_batch(_json(self._call(self.client.batches.with_raw_response.create, input_file_id=input_file_id,
+                                          endpoint=endpoint, completion_window="24h", metadata=metadata)))
 
     def retrieve_batch(self, batch_id: str) -> ProviderBatch:
-        return _to_batch(self._call(self.client.batches.retrieve, batch_id))
+        return _to_batch(_json(self._call(self.client.batches.with_raw_response.retrieve, batch_id)))
 
     def cancel_batch(self, batch_id: str) -> ProviderBatch:
-        return _to_batch(self._call(self.client.batches.cancel, batch_id))
+        return _to_batch(_json(self._call(self.client.batches.with_raw_response.cancel, batch_id)))
 
     def list_batches(self, limit: int = 100) -> Iterator[ProviderBatch]:
         page = self._call(self.client.batches.list, limit=limit)
@@ -87,7 +97,7 @@ class OpenAIProvider(BatchProvider):
                 batch = self._call(next, iterator)
             except StopIteration:
                 return
-            yield _to_batch(batch)
+            yield _to_batch(batch.to_dict())
 
     def file_content(self, file_id: str) -> bytes:
         return self._call(self.client.files.content, file_id).content

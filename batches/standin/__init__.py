@@ -24,6 +24,6 @@ Token usage: prompt tokens = characters of the message/input text; completion to
 
 from __future__ import annotations
 
-from .server import StandinServer, start_in_thread
+from .server import StandinProcess, StandinServer, start_in_process, start_in_thread
 
-__all__ = ["StandinServer", "start_in_thread"]
+__all__ = ["StandinProcess", "StandinServer", "start_in_process", "start_in_thread"]

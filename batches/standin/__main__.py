@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from .server import StandinServer
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -16,7 +21,9 @@ def main() -> None:
     parser.add_argument("--api-key", default=None, help="Require this bearer token (default: accept any).")
     args = parser.parse_args()
     server = StandinServer((args.host, args.port), step_seconds=args.step_seconds, api_key=args.api_key)
-    print(f"Batch API stand-in on http://{args.host}:{server.server_address[1]}/v1 (Ctrl+C to stop)")
+    print(f"Batch API stand-in on http://{args.host}:{server.server_address[1]}/v1 (Ctrl+C to stop)", flush=True)
+    # A parent process stops us with SIGTERM (see StandinProcess.stop): leave as cleanly as on Ctrl+C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

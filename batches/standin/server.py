@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -231,6 +235,9 @@ class StandinServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: StandinServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes on a kept-alive connection: with Nagle's algorithm on, the body
+    # waits for the client's delayed ACK (~40 ms per call on Linux).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -391,3 +398,38 @@ def start_in_thread(host: str = "127.0.0.1", port: int = 0, **options: Any) -> S
     thread = threading.Thread(target=server.serve_forever, name="batches-standin", daemon=True)
     thread.start()
     return server
+
+
+class StandinProcess:
+    """A stand-in server running in a child process (``python -m batches.standin``)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, step_seconds: float = 1.0,
+                 api_key: str | None = None) -> None:
+        command = [sys.executable, "-m", "batches.standin", "--host", host, "--port", str(port),
+                   "--step-seconds", str(step_seconds)]
+        if api_key:
+            command += ["--api-key", api_key]
+        # The child imports this package from the same checkout, whatever the caller's working directory.
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env, text=True)
+        banner = self.process.stdout.readline() if self.process.stdout else ""
+        match = re.search(r"(http://\S+/v1)", banner)
+        if not match:
+            self.process.kill()
+            raise RuntimeError(f"the stand-in server did not start (it printed {banner!r})")
+        self.url = match.group(1)
+
+    def stop(self) -> None:
+        """Stop the child process and wait for it."""
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_in_process(host: str = "127.0.0.1", port: int = 0, **options: Any) -> StandinProcess:
+    """Start a stand-in server in its own process (no GIL shared with the caller); ``.url``, ``.stop()``."""
+    return StandinProcess(host, port, **options)
