@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from batches import conf as batches_conf
 from batches import demo as batches_demo
 from batches.models import AIProcessingRequest, BatchJob
 from jobmonitor.demo.seed import seed_history
@@ -73,8 +74,10 @@ class Command(BaseCommand):
     def _run(self, port: int, password: str) -> None:
         # The OpenAI-compatible stand-in runs in this (otherwise idle) process; worker and beat inherit its URL
         # through OPENAI_BASE_URL unless the environment already points at a real API.
-        standin_url = batches_demo.start_standin(step_seconds=15)
-        batches_demo.use_standin(standin_url)
+        standin_url = batches_conf.openai_base_url() or ""
+        if not standin_url:
+            standin_url = batches_demo.start_standin(step_seconds=15)
+            batches_demo.use_standin(standin_url)
         env = {**os.environ, "JOBMONITOR_DEMO": "1", "PYTHONUNBUFFERED": "1"}
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
@@ -98,7 +101,7 @@ class Command(BaseCommand):
                 f"\njobmonitor demo running\n"
                 f"  admin:   http://127.0.0.1:{port}/admin/   user: admin   password: {password}\n"
                 f"  API:     http://127.0.0.1:{port}/api/v1/   (docs: /api/v1/docs/)\n"
-                f"  Batch API stand-in: {os.environ.get('OPENAI_BASE_URL', standin_url)}\n"
+                f"  OpenAI Batch API: {standin_url}\n"
                 f"Press Ctrl-C to stop the web server, the worker and beat.\n"))
             while True:
                 for name, proc in processes.items():
