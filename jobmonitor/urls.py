@@ -1,8 +1,15 @@
-"""URLs of the host project: the admin and the monitoring and batches APIs."""
+"""URLs of the host project: the admin, the monitoring and batches APIs, their schema and docs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from monitoring.api.prometheus import PrometheusView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("monitoring.api.urls")),
+    path("metrics", PrometheusView.as_view(), name="prometheus-metrics"),
 ]

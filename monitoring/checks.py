@@ -12,7 +12,11 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULTS
 
 _POSITIVE_NUMBERS = ("BUFFER_SIZE", "FLUSH_INTERVAL", "MAX_BUFFERED_EVENTS", "MAX_ARGUMENTS_BYTES",
-                     "MAX_RESULT_CHARS", "MAX_TRACEBACK_CHARS", "STUCK_AFTER", "LOST_AFTER")
+                     "MAX_RESULT_CHARS", "MAX_TRACEBACK_CHARS", "STUCK_AFTER", "LOST_AFTER",
+                     "ROLLUP_RETENTION_DAYS", "ROLLUP_SETTLE_SECONDS", "PROCESSING_RATE_WINDOW",
+                     "SUCCESS_RATE_SAMPLE", "METRICS_WINDOW", "DEPTH_CACHE_SECONDS", "WORKER_INSPECT_TIMEOUT",
+                     "WORKER_CACHE_SECONDS", "TIMELINE_MAX_BARS", "LIVE_INTERVAL", "LIVE_MAX_STREAMS",
+                     "LIVE_MAX_SECONDS", "PROMETHEUS_MAX_TASK_NAMES")
 
 
 def check_setting_keys(user: dict[str, Any], defaults: dict[str, Any], name: str, app: str) -> list[Error]:
