@@ -134,10 +134,11 @@ class ErrorGroupsView(MonitoringAPIMixin, GenericAPIView):
         return self.get_paginated_response(self.paginate_queryset(metrics.error_groups(since, until)))
 
 
-@extend_schema(tags=["queues"], operation_id="queues_list", responses={200: s.QueueListSerializer, 403: ERRORS[403]})
+@extend_schema(tags=["queues"], responses={200: s.QueueListSerializer, 403: ERRORS[403]})
 class QueueListView(ReadView):
     """Every known queue (configured, consumed by a worker, or seen in records): depth, consumers, paused."""
 
+    @extend_schema(operation_id="queues_list")
     def get(self, request: Request) -> Response:
         return Response(metrics.queues())
 
