@@ -481,8 +481,8 @@ def error_groups(since: datetime, until: datetime) -> list[dict[str, Any]]:
         rows = (failures.annotate(normalised=_normalised_sql()).values("exception_type", "normalised")
                 .annotate(count=Count("id"), first_seen=Min("finished_at"), last_seen=Max("finished_at"),
                           example=Min("exception_message"),
-                          task_names=ArrayAgg("task_name", distinct=True, ordering="task_name"),
-                          queues=ArrayAgg("queue", distinct=True, ordering="queue")))
+                          task_names=ArrayAgg("task_name", distinct=True, order_by="task_name"),
+                          queues=ArrayAgg("queue", distinct=True, order_by="queue")))
         groups = [dict(row) for row in rows]
     else:
         merged: dict[tuple[str, str], dict[str, Any]] = {}
