@@ -212,7 +212,7 @@ def test_prometheus_task_labels_are_bounded(client, settings):
     settings.MONITORING = {"PROMETHEUS_MAX_TASK_NAMES": 2}
     for i in range(4):
         for _ in range(i + 1):
-            job_run(task_name=f"app.t{i}", queue="default")
+            job_run(task_name=f"app.t{i}", queue="default", created_at=timezone.now() - timedelta(minutes=5))
     response = client.get("/metrics")
     body = response.content.decode()
     assert response.status_code == 200, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from datetime import timedelta
 
@@ -117,4 +118,4 @@ def test_plan_uses_hours_in_the_middle_and_five_minutes_at_the_edges():
     assert kinds == [("raw", None), ("rollup", 300), ("rollup", 3600), ("rollup", 300), ("raw", None)]
     # Contiguous and covering exactly the range.
     assert segments[0][2] == NOW - timedelta(days=1) and segments[-1][3] == NOW
-    assert all(a[3] == b[2] for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a[3] == b[2] for a, b in itertools.pairwise(segments))
