@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import metrics
+from .params import to_utc
 from ..models import JobRun, JobState
 
 ORDERINGS = ("created_at", "started_at", "finished_at")
@@ -18,6 +19,17 @@ _ISO = {"invalid": "Not an ISO 8601 timestamp. Use for example 2026-11-22T10:00:
 def _choices_error(choices: Any) -> dict[str, str]:
     allowed = ", ".join(str(value) for value, _ in choices)
     return {"invalid_choice": f"%(value)s is not a valid choice. Allowed values: {allowed}."}
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 filter whose value is compared in UTC."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        return super().filter(qs, to_utc(value, self.param_name) if value else value)
+
+    @property
+    def param_name(self) -> str:
+        return "since" if self.lookup_expr == "gte" else "until"
 
 
 class JobOrderingFilter(django_filters.OrderingFilter):
@@ -42,9 +54,9 @@ class JobRunFilter(django_filters.FilterSet):
         choices=[(key, key) for key in metrics.RANGES], method="filter_range",
         error_messages=_choices_error([(key, key) for key in metrics.RANGES]),
         help_text="Jobs first seen within this range ending now.")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", error_messages=_ISO,
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", error_messages=_ISO,
                                              help_text="Jobs first seen at or after (ISO 8601).")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", error_messages=_ISO,
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", error_messages=_ISO,
                                              help_text="Jobs first seen before (ISO 8601).")
     search = django_filters.CharFilter(method="filter_search", max_length=200,
                                        help_text="Text in the task name, id, arguments or exception.")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
 from rest_framework import serializers
 
 from .. import metrics
+
+
+def to_utc(value: datetime, name: str) -> datetime:
+    """Normalise a client's timestamp to UTC (PostgreSQL rejects odd offsets such as -23:01)."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise serializers.ValidationError({name: ["Out of range once converted to UTC (years 1-9999)."]}) from None
 
 
 def choice_field(choices: tuple[str, ...] | list[str], **kwargs: Any) -> serializers.ChoiceField:
@@ -35,6 +43,9 @@ class RangeParams(serializers.Serializer):
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         if "range" in data and ("since" in data or "until" in data):
             raise serializers.ValidationError({"range": ["Give either range or since/until, not both."]})
+        for name in ("since", "until"):
+            if data.get(name) is not None:
+                data[name] = to_utc(data[name], name)
         return data
 
     def window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -44,7 +55,10 @@ class RangeParams(serializers.Serializer):
         if "since" not in data and "until" not in data:
             return metrics.range_window(data.get("range", self.default_range), now)
         until = data.get("until") or now
-        since = data.get("since") or until - metrics.RANGES[self.default_range]
+        try:
+            since = data.get("since") or until - metrics.RANGES[self.default_range]
+        except OverflowError:
+            raise serializers.ValidationError({"until": ["Too early: give since as well."]}) from None
         if since >= until:
             raise serializers.ValidationError({"until": ["Must be later than since (and since not in the future)."]})
         return since, until
