@@ -9,8 +9,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import metrics
-from .params import to_utc
 from ..models import JobRun, JobState
+from .params import to_utc
 
 ORDERINGS = ("created_at", "started_at", "finished_at")
 _ISO = {"invalid": "Not an ISO 8601 timestamp. Use for example 2026-11-22T10:00:00Z."}
