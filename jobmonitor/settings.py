@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "django_celery_results",
     "monitoring",
     "batches",
@@ -147,6 +148,10 @@ CELERY_BEAT_SCHEDULE: dict = {
     "batches-process": {"task": "batches.process_results", "schedule": 60.0},
     "batches-retry": {"task": "batches.retry_failed", "schedule": 600.0},
     "batches-expire": {"task": "batches.expire_batches", "schedule": 600.0},
+    # Job monitoring housekeeping (monitoring/tasks.py).
+    "monitoring-roll-up": {"task": "monitoring.tasks.roll_up", "schedule": 60.0},
+    "monitoring-sweep": {"task": "monitoring.tasks.sweep", "schedule": 60.0},
+    "monitoring-prune": {"task": "monitoring.tasks.prune", "schedule": 3_600.0},
 }
 DEMO_MODE = env_bool("JOBMONITOR_DEMO", False)
 if DEMO_MODE:
@@ -166,6 +171,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Monitor and control Celery jobs and OpenAI batch jobs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- The apps' own settings (defaults and documentation in monitoring/conf.py and batches/conf.py) -----

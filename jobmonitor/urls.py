@@ -1,10 +1,18 @@
-"""URLs of the host project: the admin and the monitoring and batches APIs."""
+"""URLs of the host project: the admin, the monitoring and batches APIs, their schema and docs."""
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from monitoring.api.prometheus import PrometheusView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The control routes come first: POST jobs/bulk/ would otherwise match the read API's jobs/<task_id>/.
     path("api/v1/", include("monitoring.api.control_urls")),
+    path("api/v1/", include("monitoring.api.urls")),
     path("api/v1/", include("batches.api.urls")),
+    path("metrics", PrometheusView.as_view(), name="prometheus-metrics"),
 ]

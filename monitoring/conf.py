@@ -64,6 +64,34 @@ DEFAULTS: dict[str, Any] = {
     "KNOWN_QUEUES": (),
     # Seconds to wait for worker replies to control/inspect broadcasts.
     "CONTROL_TIMEOUT": 1.0,
+    # Read side (continued) ----------------------------------------------------------------------------
+    # Days of rollups kept (they outlive job records: long-range trends and Prometheus counters read them).
+    "ROLLUP_RETENTION_DAYS": 400,
+    # Seconds a finished job is given to reach the database (capture buffers events) before its
+    # five-minute bucket is treated as complete by the roll-up task.
+    "ROLLUP_SETTLE_SECONDS": 30,
+    # Jobs per minute are measured over this many trailing seconds.
+    "PROCESSING_RATE_WINDOW": 300,
+    # The success rate on the metrics endpoint covers this many most recently finished jobs.
+    "SUCCESS_RATE_SAMPLE": 1_000,
+    # Completed/failed counts per queue on the metrics endpoint cover this many trailing seconds.
+    "METRICS_WINDOW": 86_400,
+    # Broker queue depths are cached this many seconds (Django cache).
+    "DEPTH_CACHE_SECONDS": 5,
+    # Worker inspection: reply timeout, and how long a reply is reused before it is refreshed.
+    "WORKER_INSPECT_TIMEOUT": 1.0,
+    "WORKER_CACHE_SECONDS": 5,
+    # Dotted path of the Celery app to inspect (None: celery.current_app, the host's default app).
+    "CELERY_APP": None,
+    # Bars the timeline and the overlap detector consider at most (most recent first).
+    "TIMELINE_MAX_BARS": 2_000,
+    # Live streams (Server-Sent Events): seconds between events, open streams per process, and the
+    # longest a stream stays open before the client is asked to reconnect (EventSource does so itself).
+    "LIVE_INTERVAL": 2.0,
+    "LIVE_MAX_STREAMS": 50,
+    "LIVE_MAX_SECONDS": 300,
+    # Prometheus /metrics: at most this many task names get their own label; the rest are "other".
+    "PROMETHEUS_MAX_TASK_NAMES": 100,
     # API -------------------------------------------------------------------------------------------------
     # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
     "API_AUTHENTICATION_CLASSES": (
@@ -71,7 +99,8 @@ DEFAULTS: dict[str, Any] = {
         "rest_framework.authentication.TokenAuthentication",
     ),
     # Scoped throttle rates (DRF syntax); a view names its scope with ``throttle_scope``.
-    "API_THROTTLE_RATES": {"monitoring": "600/min", "monitoring-actions": "60/min", "batches": "600/min"},
+    "API_THROTTLE_RATES": {"monitoring": "600/min", "monitoring-actions": "60/min", "batches": "600/min",
+                           "monitoring-live": "60/min", "monitoring-scrape": "120/min"},
 }
 
 

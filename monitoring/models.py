@@ -116,6 +116,11 @@ class JobRun(models.Model):
             models.Index(fields=["root_id"], name="jobrun_root_idx", condition=~models.Q(root_id="")),
             models.Index(fields=["parent_id"], name="jobrun_parent_idx", condition=~models.Q(parent_id="")),
             models.Index(fields=["retry_of"], name="jobrun_retry_of_idx", condition=~models.Q(retry_of="")),
+            # Read side: the roll-up task finds late writes by updated_at; the timeline and the
+            # started-at ordering of the jobs list walk started_at.
+            models.Index(fields=["updated_at"], name="jobrun_updated_idx"),
+            models.Index(fields=["-started_at", "-id"], name="jobrun_started_idx"),
+            models.Index(fields=["task_name", "-started_at"], name="jobrun_task_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -265,3 +270,74 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target} [{self.key}]"
+
+
+# Upper bounds (seconds) of the runtime histogram kept in every rollup bucket: a fixed log scale
+# (1-2.5-5 steps, as Prometheus' default buckets) plus an overflow bucket, so p50/p95 over any range come
+# from summed histograms instead of millions of rows. Changing them needs a rebuild of the rollups.
+HISTOGRAM_BOUNDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+                                       100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0)
+HISTOGRAM_FIELDS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(HISTOGRAM_BOUNDS) + 1))
+OUTCOME_FIELDS: tuple[str, ...] = ("succeeded", "failed", "revoked", "lost")
+
+
+class RollupGranularity(models.IntegerChoices):
+    FIVE_MINUTES = 300, _("5 minutes")
+    HOUR = 3_600, _("1 hour")
+
+
+class JobRollup(models.Model):
+    """Finished jobs of one task name and queue in one time bucket: counts by outcome and runtimes.
+
+    Maintained from ``JobRun`` by ``monitoring.rollups`` (periodic task, idempotent recompute).
+    """
+
+    granularity = models.PositiveIntegerField(_("granularity (s)"), choices=RollupGranularity.choices)
+    bucket = models.DateTimeField(_("bucket start"))
+    task_name = models.CharField(_("task name"), max_length=255)
+    queue = models.CharField(_("queue"), max_length=255, blank=True, default="")
+    succeeded = models.PositiveIntegerField(_("succeeded"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    revoked = models.PositiveIntegerField(_("revoked"), default=0)
+    lost = models.PositiveIntegerField(_("lost"), default=0)
+    runtime_sum = models.FloatField(_("runtime sum (s)"), default=0.0)
+    runtime_count = models.PositiveIntegerField(_("runtimes counted"), default=0)
+
+    class Meta:
+        verbose_name = _("job rollup")
+        verbose_name_plural = _("job rollups")
+        ordering = ("granularity", "bucket", "task_name", "queue")
+        constraints = [
+            models.UniqueConstraint(fields=["granularity", "bucket", "task_name", "queue"],
+                                    name="jobrollup_bucket_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}@{self.queue or '-'} {self.bucket:%Y-%m-%d %H:%M} ({self.granularity}s)"
+
+
+# One column per histogram bucket (h00 counts runtimes <= 5 ms, h20 those over the last bound): plain
+# integer columns let the database SUM them, which arrays or JSON would not do portably.
+for _index, _field in enumerate(HISTOGRAM_FIELDS):
+    _label = (f"<= {HISTOGRAM_BOUNDS[_index]:g} s" if _index < len(HISTOGRAM_BOUNDS)
+              else f"> {HISTOGRAM_BOUNDS[-1]:g} s")
+    JobRollup.add_to_class(_field, models.PositiveIntegerField(_("runtimes %(label)s") % {"label": _label},
+                                                               default=0))
+
+
+class RollupState(models.Model):
+    """The span of time the rollups cover completely (one row); reads go to ``JobRun`` outside it."""
+
+    covered_from = models.DateTimeField(_("covered from"), null=True, blank=True)
+    complete_until = models.DateTimeField(_("complete until"), null=True, blank=True)
+    updated_mark = models.DateTimeField(_("late writes checked since"), null=True, blank=True,
+                                        help_text=_("Job rows updated after this are re-checked for late "
+                                                    "outcomes in buckets already rolled up."))
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("rollup state")
+        verbose_name_plural = _("rollup state")
+
+    def __str__(self) -> str:
+        return f"rollups {self.covered_from} - {self.complete_until}"

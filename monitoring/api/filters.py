@@ -1,0 +1,76 @@
+"""The jobs list's filters (django-filter), each backed by an indexed path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .. import metrics
+from ..models import JobRun, JobState
+from .params import to_utc
+
+ORDERINGS = ("created_at", "started_at", "finished_at")
+_ISO = {"invalid": "Not an ISO 8601 timestamp. Use for example 2026-11-22T10:00:00Z."}
+
+
+def _choices_error(choices: Any) -> dict[str, str]:
+    allowed = ", ".join(str(value) for value, _ in choices)
+    return {"invalid_choice": f"%(value)s is not a valid choice. Allowed values: {allowed}."}
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 filter whose value is compared in UTC."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        return super().filter(qs, to_utc(value, self.param_name) if value else value)
+
+    @property
+    def param_name(self) -> str:
+        return "since" if self.lookup_expr == "gte" else "until"
+
+
+class JobOrderingFilter(django_filters.OrderingFilter):
+    """Order by an indexed timestamp; the id breaks ties so pages never repeat or skip rows."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if not value:
+            return qs
+        fields = [self.get_ordering_value(param) for param in value]
+        direction = "-" if fields[0].startswith("-") else ""
+        return qs.order_by(*fields, f"{direction}id")
+
+
+class JobRunFilter(django_filters.FilterSet):
+    state = django_filters.MultipleChoiceFilter(choices=JobState.choices, error_messages=_choices_error(
+        JobState.choices), help_text="Job state; repeat for several.")
+    task_name = django_filters.CharFilter(help_text="Exact task name.")
+    queue = django_filters.CharFilter(help_text="Exact queue name.")
+    worker = django_filters.CharFilter(help_text="Exact worker node name.")
+    exception_type = django_filters.CharFilter(help_text="Exception class name, e.g. TimeoutError.")
+    range = django_filters.ChoiceFilter(
+        choices=[(key, key) for key in metrics.RANGES], method="filter_range",
+        error_messages=_choices_error([(key, key) for key in metrics.RANGES]),
+        help_text="Jobs first seen within this range ending now.")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", error_messages=_ISO,
+                                             help_text="Jobs first seen at or after (ISO 8601).")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", error_messages=_ISO,
+                                             help_text="Jobs first seen before (ISO 8601).")
+    search = django_filters.CharFilter(method="filter_search", max_length=200,
+                                       help_text="Text in the task name, id, arguments or exception.")
+    ordering = JobOrderingFilter(fields=ORDERINGS, error_messages=_choices_error(
+        [(f"{sign}{name}", "") for name in ORDERINGS for sign in ("", "-")]),
+        help_text="Sort order (default -created_at).")
+
+    class Meta:
+        model = JobRun
+        fields: list[str] = []
+
+    def filter_range(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        since, _until = metrics.range_window(value, timezone.now())
+        return queryset.in_range(since, None)
+
+    def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return metrics.search_jobs(queryset, value)

@@ -1,0 +1,354 @@
+"""Rollups: finished jobs summed per task name, queue and time bucket, kept in step with ``JobRun``.
+
+Two granularities live in ``JobRollup``: five-minute buckets (recomputed from ``JobRun``) and hourly
+buckets (recomputed from the five-minute ones, so an hour always equals the sum of its slots). Every
+recompute deletes and rewrites a whole window in one transaction, so it is idempotent and any number of
+runs converge on the same rows.
+
+``RollupState`` records the span the rollups cover completely. A read over any range (``aggregate``)
+takes whole hours from hourly rows, the partial hours at its edges from five-minute rows, the last few
+minutes at its edges and everything outside the covered span from ``JobRun`` through the finished-at
+index. The answer is exact for counts and runtime sums; percentiles come from the summed histograms.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import ExtractMinute, Floor, Trunc
+from django.utils import timezone
+
+from . import conf
+from .models import (
+    FINISHED_STATES,
+    HISTOGRAM_BOUNDS,
+    HISTOGRAM_FIELDS,
+    OUTCOME_FIELDS,
+    JobRollup,
+    JobRun,
+    JobState,
+    RollupGranularity,
+    RollupState,
+)
+
+logger = logging.getLogger("monitoring.rollups")
+
+FIVE_MINUTES = int(RollupGranularity.FIVE_MINUTES)
+HOUR = int(RollupGranularity.HOUR)
+DAY = 86_400
+SUM_FIELDS = (*OUTCOME_FIELDS, "runtime_sum", "runtime_count", *HISTOGRAM_FIELDS)
+# Rows whose write reached the database this long after their own updated_at stamp (buffered capture)
+# are still found by the late-write pass; later ones need ``rebuild()``.
+LATE_WRITE_MARGIN = timedelta(minutes=10)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OUTCOME_STATES = {"succeeded": JobState.SUCCESS, "failed": JobState.FAILURE, "revoked": JobState.REVOKED,
+                   "lost": JobState.LOST}
+
+
+@dataclass
+class Figures:
+    """Sums over a set of finished jobs: counts by outcome, runtime sum/count and runtime histogram."""
+
+    succeeded: int = 0
+    failed: int = 0
+    revoked: int = 0
+    lost: int = 0
+    runtime_sum: float = 0.0
+    runtime_count: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * len(HISTOGRAM_FIELDS))
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Figures:
+        return cls(*(int(row[name] or 0) for name in OUTCOME_FIELDS), float(row["runtime_sum"] or 0.0),
+                   int(row["runtime_count"] or 0), [int(row[name] or 0) for name in HISTOGRAM_FIELDS])
+
+    def add(self, other: Figures) -> Figures:
+        for name in (*OUTCOME_FIELDS, "runtime_sum", "runtime_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+        return self
+
+    @property
+    def failures(self) -> int:
+        """Failed jobs, counting those whose worker died (LOST)."""
+        return self.failed + self.lost
+
+    @property
+    def total(self) -> int:
+        """Every finished job: succeeded, failed, lost and revoked."""
+        return self.succeeded + self.failures + self.revoked
+
+    @property
+    def success_rate(self) -> float | None:
+        """Percentage of succeeded among succeeded + failed (revoked jobs are neither); None without any."""
+        decided = self.succeeded + self.failures
+        return round(100.0 * self.succeeded / decided, 2) if decided else None
+
+    @property
+    def average_runtime(self) -> float | None:
+        return self.runtime_sum / self.runtime_count if self.runtime_count else None
+
+    def percentile(self, q: float) -> float | None:
+        """Estimate the ``q`` quantile (0-1) of runtimes, interpolating linearly inside the histogram bucket."""
+        return histogram_quantile(self.histogram, q)
+
+
+def histogram_bucket(runtime: float) -> int:
+    """Return the index of the histogram bucket holding ``runtime`` (upper bounds are inclusive)."""
+    return bisect.bisect_left(HISTOGRAM_BOUNDS, runtime)
+
+
+def histogram_quantile(histogram: list[int], q: float) -> float | None:
+    """Estimate a quantile from bucket counts, as Prometheus' ``histogram_quantile`` does."""
+    count = sum(histogram)
+    if not count:
+        return None
+    rank = q * count
+    cumulative = 0
+    for index, in_bucket in enumerate(histogram):
+        if in_bucket and cumulative + in_bucket >= rank:
+            if index >= len(HISTOGRAM_BOUNDS):  # the overflow bucket has no upper bound
+                return HISTOGRAM_BOUNDS[-1]
+            lower = HISTOGRAM_BOUNDS[index - 1] if index else 0.0
+            upper = HISTOGRAM_BOUNDS[index]
+            return lower + (upper - lower) * max(rank - cumulative, 0.0) / in_bucket
+        cumulative += in_bucket
+    return HISTOGRAM_BOUNDS[-1]
+
+
+# --- time arithmetic ------------------------------------------------------------------------------------
+
+def floor_time(moment: datetime, seconds: int) -> datetime:
+    """Round ``moment`` down to a multiple of ``seconds`` since the epoch (UTC)."""
+    elapsed = int((moment - _EPOCH).total_seconds() // seconds) * seconds
+    return _EPOCH + timedelta(seconds=elapsed)
+
+
+def ceil_time(moment: datetime, seconds: int) -> datetime:
+    floored = floor_time(moment, seconds)
+    return floored if floored == moment else floored + timedelta(seconds=seconds)
+
+
+def _trunc(column: str, step: int) -> Trunc:
+    return Trunc(column, {HOUR: "hour", DAY: "day"}[step], tzinfo=UTC)
+
+
+# --- aggregation expressions -----------------------------------------------------------------------------
+
+def _jobrun_sums() -> dict[str, Any]:
+    sums: dict[str, Any] = {name: Count("id", filter=Q(state=state)) for name, state in _OUTCOME_STATES.items()}
+    sums["runtime_sum"] = Sum("runtime")
+    sums["runtime_count"] = Count("runtime")
+    for index, name in enumerate(HISTOGRAM_FIELDS):
+        condition = Q(runtime__isnull=False)
+        if index:
+            condition &= Q(runtime__gt=HISTOGRAM_BOUNDS[index - 1])
+        if index < len(HISTOGRAM_BOUNDS):
+            condition &= Q(runtime__lte=HISTOGRAM_BOUNDS[index])
+        sums[name] = Count("id", filter=condition)
+    return sums
+
+
+def _rollup_sums() -> dict[str, Any]:
+    return {name: Sum(name) for name in SUM_FIELDS}
+
+
+def _finished_between(since: datetime | None, until: datetime | None) -> Any:
+    qs = JobRun.objects.filter(finished_at__isnull=False, state__in=FINISHED_STATES)
+    if since is not None:
+        qs = qs.filter(finished_at__gte=since)
+    if until is not None:
+        qs = qs.filter(finished_at__lt=until)
+    return qs.order_by()
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+Key = tuple[datetime | None, str, str]
+
+
+def aggregate(since: datetime | None, until: datetime, *, step: int | None = None) -> dict[Key, Figures]:
+    """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue).
+
+    ``step`` is None (one bucket, key ``None``), ``HOUR`` or ``DAY`` (UTC). ``since=None`` means from
+    the first record. The number of queries is at most six whatever the range or table size.
+    """
+    state = RollupState.objects.filter(pk=1).first()
+    result: dict[Key, Figures] = {}
+    for kind, granularity, start, end in plan(since, until, state):
+        if kind == "raw":
+            qs = _finished_between(start, end)
+            column, sums = "finished_at", _jobrun_sums()
+        else:
+            qs = JobRollup.objects.filter(granularity=granularity, bucket__gte=start, bucket__lt=end).order_by()
+            column, sums = "bucket", _rollup_sums()
+        group = ["task_name", "queue"]
+        if step is not None:
+            qs = qs.annotate(step_start=_trunc(column, step))
+            group.insert(0, "step_start")
+        for row in qs.values(*group).annotate(**sums):
+            key = (row.get("step_start"), row["task_name"], row["queue"])
+            figures = Figures.from_row(row)
+            if key in result:
+                result[key].add(figures)
+            else:
+                result[key] = figures
+    return result
+
+
+Segment = tuple[str, int | None, datetime | None, datetime]
+
+
+def plan(since: datetime | None, until: datetime, state: RollupState | None) -> list[Segment]:
+    """Split ``[since, until)`` into hourly, five-minute and raw (``JobRun``) segments."""
+    lo = state.covered_from if state else None
+    hi = state.complete_until if state else None
+    if lo is None or hi is None or lo >= hi or (since is not None and since >= hi) or until <= lo:
+        return [("raw", None, since, until)]
+    segments: list[Segment] = []
+    start = lo if since is None or since < lo else since
+    end = min(until, hi)
+    if since is None or since < lo:
+        segments.append(("raw", None, since, lo))
+    h0, h1 = ceil_time(start, HOUR), floor_time(end, HOUR)
+    pieces = [(start, h0), (h1, end)] if h0 < h1 else [(start, end)]
+    for index, (a, b) in enumerate(pieces):
+        if index == 1:
+            segments.append(("rollup", HOUR, h0, h1))
+        if a >= b:
+            continue
+        m0, m1 = ceil_time(a, FIVE_MINUTES), floor_time(b, FIVE_MINUTES)
+        if m0 < m1:
+            segments += [("raw", None, a, m0), ("rollup", FIVE_MINUTES, m0, m1), ("raw", None, m1, b)]
+        else:
+            segments.append(("raw", None, a, b))
+    if end < until:
+        segments.append(("raw", None, end, until))
+    merged: list[Segment] = []
+    for segment in segments:
+        kind, _, a, b = segment
+        if a is not None and a >= b:
+            continue
+        if merged and kind == "raw" and merged[-1][0] == "raw" and merged[-1][3] == a:
+            merged[-1] = ("raw", None, merged[-1][2], b)
+        else:
+            merged.append(segment)
+    return merged
+
+
+# --- maintaining -----------------------------------------------------------------------------------------
+
+def recompute(start: datetime, end: datetime) -> int:
+    """Rewrite the five-minute buckets in ``[start, end)`` from ``JobRun`` and the hours they touch.
+
+    ``start`` and ``end`` are rounded outward to five minutes. Returns the number of rows written.
+    """
+    start, end = floor_time(start, FIVE_MINUTES), ceil_time(end, FIVE_MINUTES)
+    with transaction.atomic():
+        rows = (_finished_between(start, end)
+                .annotate(hour=Trunc("finished_at", "hour", tzinfo=UTC),
+                          slot=Floor(ExtractMinute("finished_at", tzinfo=UTC) / 5))
+                .values("hour", "slot", "task_name", "queue").annotate(**_jobrun_sums()))
+        slots = [_rollup(FIVE_MINUTES, row["hour"] + timedelta(minutes=5 * int(row["slot"])), row) for row in rows]
+        JobRollup.objects.filter(granularity=FIVE_MINUTES, bucket__gte=start, bucket__lt=end).delete()
+        JobRollup.objects.bulk_create(slots, batch_size=2_000)
+        h0, h1 = floor_time(start, HOUR), ceil_time(end, HOUR)
+        hours = (JobRollup.objects.filter(granularity=FIVE_MINUTES, bucket__gte=h0, bucket__lt=h1).order_by()
+                 .annotate(hour=_trunc("bucket", HOUR)).values("hour", "task_name", "queue")
+                 .annotate(**_rollup_sums()))
+        hourly = [_rollup(HOUR, row["hour"], row) for row in hours]
+        JobRollup.objects.filter(granularity=HOUR, bucket__gte=h0, bucket__lt=h1).delete()
+        JobRollup.objects.bulk_create(hourly, batch_size=2_000)
+    return len(slots) + len(hourly)
+
+
+def _rollup(granularity: int, bucket: datetime, row: dict[str, Any]) -> JobRollup:
+    values = {name: row[name] or 0 for name in SUM_FIELDS}
+    return JobRollup(granularity=granularity, bucket=bucket, task_name=row["task_name"], queue=row["queue"],
+                     **values)
+
+
+def _locked_state() -> RollupState:
+    RollupState.objects.get_or_create(pk=1)
+    return RollupState.objects.select_for_update().get(pk=1)
+
+
+def rebuild(since: datetime, until: datetime) -> int:
+    """Recompute the rollups of ``[since, until)`` (seeded or imported data) and mark them covered."""
+    start, end = floor_time(since, FIVE_MINUTES), floor_time(until, FIVE_MINUTES)
+    if start >= end:
+        return 0
+    with transaction.atomic():
+        state = _locked_state()
+        written = recompute(start, end)
+        lo, hi = state.covered_from, state.complete_until
+        if lo is None or hi is None or end < lo or start > hi:
+            # Disjoint from what was covered: coverage must stay one unbroken span, keep the newer one.
+            if hi is None or end > hi:
+                state.covered_from, state.complete_until = start, end
+        else:
+            state.covered_from, state.complete_until = min(lo, start), max(hi, end)
+        state.save()
+    return written
+
+
+def roll_up(now: datetime | None = None) -> dict[str, Any]:
+    """Roll up newly settled buckets and re-check buckets that received late writes (periodic task)."""
+    now = now or timezone.now()
+    end = floor_time(now - timedelta(seconds=conf.get("ROLLUP_SETTLE_SECONDS")), FIVE_MINUTES)
+    horizon = floor_time(now - timedelta(days=conf.get("ROLLUP_RETENTION_DAYS")), FIVE_MINUTES)
+    with transaction.atomic():
+        state = _locked_state()
+        if state.complete_until is None or state.covered_from is None:
+            first = _finished_between(None, None).aggregate(first=Min("finished_at"))["first"]
+            start = max(floor_time(first, FIVE_MINUTES), horizon) if first else end
+            state.covered_from = min(start, end)
+        else:
+            start = state.complete_until
+        windows: list[tuple[datetime, datetime]] = [(start, end)] if start < end else []
+        if state.updated_mark is not None:
+            late = (_finished_between(max(state.covered_from, horizon), start)
+                    .filter(updated_at__gte=state.updated_mark - LATE_WRITE_MARGIN)
+                    .annotate(hour=Trunc("finished_at", "hour", tzinfo=UTC),
+                              slot=Floor(ExtractMinute("finished_at", tzinfo=UTC) / 5))
+                    .values_list("hour", "slot").distinct())
+            windows += [(hour + timedelta(minutes=5 * int(slot)), hour + timedelta(minutes=5 * int(slot) + 5))
+                        for hour, slot in late]
+        written = sum(recompute(a, b) for a, b in merge_windows(windows))
+        state.complete_until = max(start, end)
+        state.updated_mark = now
+        state.save()
+    return {"windows": len(windows), "rows": written, "complete_until": state.complete_until}
+
+
+def merge_windows(windows: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Merge overlapping or touching ``(start, end)`` windows."""
+    merged: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(windows):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def prune(now: datetime | None = None) -> int:
+    """Delete rollups older than ``ROLLUP_RETENTION_DAYS`` and shrink the covered span to match."""
+    now = now or timezone.now()
+    cutoff = floor_time(now - timedelta(days=conf.get("ROLLUP_RETENTION_DAYS")), HOUR)
+    with transaction.atomic():
+        state = _locked_state()
+        deleted, _ = JobRollup.objects.filter(bucket__lt=cutoff).delete()
+        if state.covered_from is not None and state.covered_from < cutoff:
+            state.covered_from = cutoff
+            if state.complete_until is not None and state.complete_until < cutoff:
+                state.covered_from = state.complete_until = None
+            state.save()
+    return deleted

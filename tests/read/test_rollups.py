@@ -1,0 +1,121 @@
+"""Rollups answer any range exactly as a scan of the job records would, in a constant number of queries."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from datetime import timedelta
+
+import pytest
+
+from monitoring import rollups
+from monitoring.models import HISTOGRAM_BOUNDS, JobRollup, JobState, RollupState
+from tests.factories import job_run
+
+from .seed import NOW, expected_rate, finished_in, seed_history
+
+pytestmark = pytest.mark.django_db
+
+
+def totals(data: dict) -> rollups.Figures:
+    out = rollups.Figures()
+    for figures in data.values():
+        out.add(figures)
+    return out
+
+
+RANGES = [
+    (NOW - timedelta(days=30), NOW),
+    (NOW - timedelta(days=7, minutes=13), NOW - timedelta(hours=5, minutes=2, seconds=7)),
+    (NOW - timedelta(hours=1), NOW),
+    (NOW - timedelta(minutes=3), NOW),
+    (None, NOW),
+]
+
+
+@pytest.mark.parametrize("since, until", RANGES)
+def test_aggregate_over_rollups_equals_a_scan_of_the_records(since, until, django_assert_max_num_queries):
+    rows = seed_history()
+    rollups.rebuild(NOW - timedelta(days=31), NOW - timedelta(minutes=20))
+    with django_assert_max_num_queries(6):
+        got = totals(rollups.aggregate(since, until))
+    expected = finished_in(rows, since, until)
+    assert got.succeeded == sum(r.state == JobState.SUCCESS for r in expected)
+    assert got.failed == sum(r.state == JobState.FAILURE for r in expected)
+    assert got.revoked == sum(r.state == JobState.REVOKED for r in expected)
+    assert got.lost == sum(r.state == JobState.LOST for r in expected)
+    runtimes = [r.runtime for r in expected if r.runtime is not None]
+    assert got.runtime_count == len(runtimes)
+    assert got.runtime_sum == pytest.approx(sum(runtimes))
+    assert got.success_rate == expected_rate(expected)
+
+
+def test_percentiles_fall_in_the_histogram_bucket_of_the_true_percentile():
+    rows = seed_history(count=800)
+    rollups.rebuild(NOW - timedelta(days=31), NOW)
+    figures = totals(rollups.aggregate(NOW - timedelta(days=30), NOW))
+    runtimes = sorted(r.runtime for r in finished_in(rows, NOW - timedelta(days=30), NOW) if r.runtime is not None)
+    for q in (0.5, 0.95):
+        true = statistics.quantiles(runtimes, n=100, method="inclusive")[int(q * 100) - 1]
+        index = next(i for i, bound in enumerate(HISTOGRAM_BOUNDS) if true <= bound)
+        lower = HISTOGRAM_BOUNDS[index - 1] if index else 0.0
+        assert lower <= figures.percentile(q) <= HISTOGRAM_BOUNDS[index]
+
+
+def test_percentile_interpolates_inside_a_bucket():
+    # Four runtimes in (1, 2.5]: the median is half-way through that bucket's counts.
+    histogram = [0] * (len(HISTOGRAM_BOUNDS) + 1)
+    histogram[HISTOGRAM_BOUNDS.index(2.5)] = 4
+    assert rollups.histogram_quantile(histogram, 0.5) == pytest.approx(1.0 + 1.5 * 0.5)
+    assert rollups.histogram_quantile([0] * len(histogram), 0.5) is None
+
+
+def test_hourly_rows_equal_the_sum_of_their_five_minute_rows():
+    seed_history(count=300, days=2)
+    rollups.rebuild(NOW - timedelta(days=3), NOW)
+    hourly = {(r.bucket, r.task_name, r.queue): r.succeeded + r.failed
+              for r in JobRollup.objects.filter(granularity=rollups.HOUR)}
+    five = {}
+    for r in JobRollup.objects.filter(granularity=rollups.FIVE_MINUTES):
+        key = (rollups.floor_time(r.bucket, rollups.HOUR), r.task_name, r.queue)
+        five[key] = five.get(key, 0) + r.succeeded + r.failed
+    assert hourly == five and hourly
+
+
+def test_roll_up_is_incremental_idempotent_and_picks_up_late_writes():
+    rows = seed_history(count=200, days=1)
+    first = rollups.roll_up(now=NOW)
+    state = RollupState.objects.get()
+    assert state.complete_until == rollups.floor_time(NOW - timedelta(seconds=30), 300)
+    snapshot = sorted(JobRollup.objects.values_list("granularity", "bucket", "task_name", "queue", "succeeded"))
+    rollups.roll_up(now=NOW)  # nothing new: same rows
+    assert sorted(JobRollup.objects.values_list("granularity", "bucket", "task_name", "queue",
+                                                "succeeded")) == snapshot
+    assert first["rows"] > 0
+
+    # A job that finished two hours ago but was written only now (a worker's buffer was held up).
+    late_finish = NOW - timedelta(hours=2, minutes=1)
+    job_run(task_name="app.add", queue="default", state=JobState.SUCCESS, created_at=late_finish - timedelta(
+        seconds=2), runtime=1.5, updated_at=NOW + timedelta(minutes=1))
+    rollups.roll_up(now=NOW + timedelta(minutes=2))
+    got = totals(rollups.aggregate(NOW - timedelta(hours=3), NOW - timedelta(hours=1)))
+    expected = finished_in(rows, NOW - timedelta(hours=3), NOW - timedelta(hours=1))
+    assert got.succeeded == sum(r.state == JobState.SUCCESS for r in expected) + 1
+
+
+def test_ranges_outside_the_rollups_read_the_records():
+    rows = seed_history(count=100, days=2)
+    # Rollups cover only yesterday's middle; everything else must come from JobRun.
+    rollups.rebuild(NOW - timedelta(hours=30), NOW - timedelta(hours=20))
+    got = totals(rollups.aggregate(NOW - timedelta(days=2), NOW))
+    assert got.total == len(finished_in(rows, NOW - timedelta(days=2), NOW))
+
+
+def test_plan_uses_hours_in_the_middle_and_five_minutes_at_the_edges():
+    state = RollupState(covered_from=NOW - timedelta(days=40), complete_until=rollups.floor_time(NOW, 300))
+    segments = rollups.plan(NOW - timedelta(days=1), NOW, state)
+    kinds = [(kind, granularity) for kind, granularity, _, _ in segments]
+    assert kinds == [("raw", None), ("rollup", 300), ("rollup", 3600), ("rollup", 300), ("raw", None)]
+    # Contiguous and covering exactly the range.
+    assert segments[0][2] == NOW - timedelta(days=1) and segments[-1][3] == NOW
+    assert all(a[3] == b[2] for a, b in itertools.pairwise(segments))
