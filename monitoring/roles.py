@@ -16,11 +16,12 @@ def grant(apps: Any, group_name: str, app_label: str, codenames: list[str]) -> N
     # assigns them must create them first.
     # In a migration the app config is a stub without models_module, which create_permissions() skips.
     app_config = apps.get_app_config(app_label)
-    app_config.models_module = True
+    previous = app_config.models_module
+    app_config.models_module = previous or True
     try:
         create_permissions(app_config, apps=apps, verbosity=0)
     finally:
-        app_config.models_module = None
+        app_config.models_module = previous
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     group, _ = Group.objects.get_or_create(name=group_name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,9 +71,14 @@ class Figures:
                    int(row["runtime_count"] or 0), [int(row[name] or 0) for name in HISTOGRAM_FIELDS])
 
     def add(self, other: Figures) -> Figures:
-        for name in (*OUTCOME_FIELDS, "runtime_sum", "runtime_count"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+        # Spelled out: this runs once per rollup row and group on every trends/stats request.
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        self.revoked += other.revoked
+        self.lost += other.lost
+        self.runtime_sum += other.runtime_sum
+        self.runtime_count += other.runtime_count
+        self.histogram = list(map(operator.add, self.histogram, other.histogram))
         return self
 
     @property

@@ -36,6 +36,27 @@ def job_run(**fields: Any) -> JobRun:
                                  runtime=runtime, wait_time=wait if started else None, **defaults)
 
 
+def ensure_roles() -> None:
+    """Re-create the role groups after a transactional test flushed them (they come from data migrations).
+
+    Runs the forward code of every ``*_roles`` data migration of the project's apps, so the role
+    definitions stay in one place.
+    """
+    if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() == 2:
+        return
+    from django.apps import apps as global_apps
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.operations import RunPython
+
+    loader = MigrationLoader(connection, ignore_no_migrations=True)
+    for (app_label, name), migration in sorted(loader.disk_migrations.items()):
+        if app_label in ("monitoring", "batches") and name.endswith("roles"):
+            for operation in migration.operations:
+                if isinstance(operation, RunPython):
+                    operation.code(global_apps, None)
+
+
 def user(role: str | None = None, **fields: Any) -> User:
     """Create a user; ``role`` is "viewer", "operator" or "superuser"."""
     n = next(_counter)
@@ -43,6 +64,7 @@ def user(role: str | None = None, **fields: Any) -> User:
         return User.objects.create_superuser(f"admin{n}", f"admin{n}@example.com", "pw")
     account = User.objects.create_user(fields.pop("username", f"user{n}"), password="pw", is_staff=True, **fields)
     if role:
+        ensure_roles()
         account.groups.add(Group.objects.get(name={"viewer": VIEWERS, "operator": OPERATORS}[role]))
     return account
 
