@@ -16,7 +16,7 @@ def grant(apps: Any, group_name: str, app_label: str, codenames: list[str]) -> N
     # assigns them must create them first.
     # In a migration the app config is a stub without models_module, which create_permissions() skips.
     app_config = apps.get_app_config(app_label)
-    previous = app_config.models_module
+    previous = getattr(app_config, "models_module", None)
     app_config.models_module = previous or True
     try:
         create_permissions(app_config, apps=apps, verbosity=0)
