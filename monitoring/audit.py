@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
 
 from .models import AuditEvent, AuditSource
 
@@ -45,11 +48,21 @@ class Actor:
         return self.source
 
 
+def storable_json(value: Any) -> Any:
+    """Return ``value`` as plain JSON that PostgreSQL accepts: other types as strings, NUL characters replaced.
+
+    Audit records keep what a client sent, and a client can send anything (jsonb and text reject NUL).
+    """
+    text = json.dumps(value, cls=DjangoJSONEncoder, default=str).replace("\\u0000", "\\ufffd")
+    return json.loads(text)
+
+
 def record_action(actor: Actor, action: str, *, targets: Iterable[Any] = (), parameters: dict | None = None,
                   outcome: str = "ok", detail: str = "", new_task_ids: Iterable[str] = ()) -> AuditEvent:
     """Write one AuditEvent (never updated afterwards)."""
     return AuditEvent.objects.create(
         actor=actor.user, actor_name=actor.name[:150], source=actor.source, client_address=actor.client_address,
-        action=action, targets=[str(t) for t in targets], parameters=parameters or {}, outcome=outcome,
-        detail=detail, new_task_ids=list(new_task_ids),
+        action=action[:64], targets=storable_json([str(t) for t in targets]),
+        parameters=storable_json(parameters or {}), outcome=outcome, detail=detail.replace("\x00", "\ufffd"),
+        new_task_ids=list(new_task_ids),
     )

@@ -25,13 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Task, shared_task
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import brokers, capture, conf
-from .audit import Actor, record_action
+from .audit import Actor, record_action, storable_json
 from .masking import MASK
 from .models import (
     FINISHED_STATES,
@@ -192,14 +191,10 @@ RETRY_FIELDS = tuple(RetryOverrides.__dataclass_fields__)
 
 # --- auditing -----------------------------------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str))
-
-
 def _audited(actor: Actor, action: str, targets: Iterable[Any], parameters: Mapping[str, Any],
              run: Callable[[], Any], *, new_ids: Callable[[Any], list[str]] = lambda result: []) -> Any:
     """Run ``run()`` and write one AuditEvent with its outcome, whether it succeeded, was refused or failed."""
-    targets, params = list(targets), _jsonable(dict(parameters))
+    targets, params = list(targets), storable_json(dict(parameters))
     try:
         result = run()
     except ControlError as exc:
@@ -429,7 +424,7 @@ def _retry_arguments(job: JobRun, options: RetryOverrides) -> tuple[list[Any], d
 
 
 def _fingerprint(action: str, target: str, data: Mapping[str, Any]) -> str:
-    text = json.dumps({"action": action, "target": target, "data": _jsonable(dict(data))}, sort_keys=True)
+    text = json.dumps({"action": action, "target": target, "data": storable_json(dict(data))}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -461,7 +456,8 @@ def _retry_job(actor: Actor, job: JobRun, options: RetryOverrides, *, idempotenc
     key, now = key[:255], timezone.now()
     new_task_id = str(uuid.uuid4())
     result = RetryResult(original_task_id=job.task_id, new_task_id=new_task_id, task_name=job.task_name,
-                         queue=queue or "", options=_jsonable({k: v for k, v in send_options.items() if v is not None}),
+                         queue=queue or "",
+                         options=storable_json({k: v for k, v in send_options.items() if v is not None}),
                          removed_original=options.remove_original)
     with transaction.atomic():
         IdempotencyRecord.objects.filter(key=key, expires_at__lte=now).delete()
@@ -898,8 +894,8 @@ def preview_bulk(actor: Actor, action: str, *, ids: Sequence[str] | None = None,
                               f"1-{conf.get('BULK_MAX_ITEMS')}")
     task_ids = _selected_ids(ids, filters, limit)
     return BulkOperation.objects.create(
-        action=action, parameters=_jsonable(parameters),
-        selection=_jsonable({"ids": list(ids)} if ids is not None else {"filter": dict(filters or {})}),
+        action=action, parameters=storable_json(parameters),
+        selection=storable_json({"ids": list(ids)} if ids is not None else {"filter": dict(filters or {})}),
         task_ids=task_ids, total=len(task_ids), status=BulkStatus.PREVIEW, created_by=actor.user,
         created_by_name=actor.name[:150], source=actor.source, client_address=actor.client_address)
 
@@ -920,7 +916,8 @@ def bulk(actor: Actor, action: str, *, ids: Sequence[str] | None = None, filters
     try:
         operation = preview_bulk(actor, action, ids=ids, filters=filters, parameters=parameters, limit=limit)
     except ControlError as exc:
-        record_action(actor, f"bulk_{action}"[:64], targets=list(ids or [])[:1000], parameters=_jsonable(audit_params),
+        record_action(actor, f"bulk_{action}"[:64], targets=list(ids or [])[:1000],
+                      parameters=storable_json(audit_params),
                       outcome="rejected", detail=exc.message)
         raise
     return confirm_bulk(actor, operation.pk, inline=inline, progress=progress)
@@ -968,11 +965,11 @@ def confirm_bulk(actor: Actor, operation_id: Any, *, inline: bool = False,
     try:
         operation = run()
     except ControlError as exc:
-        record_action(actor, action, targets=[], parameters=_jsonable(parameters()), outcome="rejected",
+        record_action(actor, action, targets=[], parameters=storable_json(parameters()), outcome="rejected",
                       detail=exc.message)
         raise
     outcome = "started" if operation.status == BulkStatus.QUEUED else _bulk_outcome(operation)
-    record_action(actor, action, targets=operation.task_ids[:1000], parameters=_jsonable(parameters()),
+    record_action(actor, action, targets=operation.task_ids[:1000], parameters=storable_json(parameters()),
                   outcome=outcome, detail=bulk_summary(operation), new_task_ids=operation.new_task_ids[:1000])
     return operation
 
@@ -1064,7 +1061,7 @@ def run_bulk_operation(operation_id: int) -> str:
 
 def as_dict(result: Any) -> dict[str, Any]:
     """A result object as JSON-ready data (for the API and commands)."""
-    data = _jsonable(asdict(result))
+    data = storable_json(asdict(result))
     if hasattr(result, "message"):
         data["message"] = result.message
     return data

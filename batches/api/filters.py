@@ -6,6 +6,8 @@ import django_filters
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
+from monitoring.api.filters import UTCDateTimeFilter
+
 from ..models import AIProcessingRequest, BatchJob, BatchStatus, Endpoint, RequestStatus
 
 
@@ -20,8 +22,8 @@ class BatchJobFilter(django_filters.FilterSet):
     company = django_filters.NumberFilter(field_name="company_id")
     model = django_filters.CharFilter()
     endpoint = _choice(Endpoint.values, "endpoint")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte", param_name="created_after")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", param_name="created_before")
 
     class Meta:
         model = BatchJob
@@ -35,8 +37,8 @@ class AIProcessingRequestFilter(django_filters.FilterSet):
     model = django_filters.CharFilter()
     batch = django_filters.NumberFilter(field_name="batch_id")
     error_code = django_filters.CharFilter()
-    requested_after = django_filters.IsoDateTimeFilter(field_name="requested_at", lookup_expr="gte")
-    requested_before = django_filters.IsoDateTimeFilter(field_name="requested_at", lookup_expr="lt")
+    requested_after = UTCDateTimeFilter(field_name="requested_at", lookup_expr="gte", param_name="requested_after")
+    requested_before = UTCDateTimeFilter(field_name="requested_at", lookup_expr="lt", param_name="requested_before")
 
     class Meta:
         model = AIProcessingRequest

@@ -17,6 +17,7 @@ from ..audit import Actor
 from ..models import AuditEvent, AuditSource, BulkOperation
 from . import control_serializers as s
 from .base import MonitoringAPIMixin
+from .filters import UTCDateTimeFilter
 from .permissions import CanOperateQueues, CanViewJobs, RolePermission
 
 
@@ -163,8 +164,8 @@ class CanViewAudit(RolePermission):
 
 
 class AuditEventFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     actor = django_filters.CharFilter(field_name="actor_name")
     target = django_filters.CharFilter(field_name="targets", lookup_expr="contains", method="filter_target")
 

@@ -22,14 +22,19 @@ def _choices_error(choices: Any) -> dict[str, str]:
 
 
 class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
-    """An ISO 8601 filter whose value is compared in UTC."""
+    """An ISO 8601 filter whose value is compared in UTC (PostgreSQL rejects offsets such as -22:53)."""
+
+    def __init__(self, *args: Any, param_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._param_name = param_name
 
     def filter(self, qs: QuerySet, value: Any) -> QuerySet:
         return super().filter(qs, to_utc(value, self.param_name) if value else value)
 
     @property
     def param_name(self) -> str:
-        return "since" if self.lookup_expr == "gte" else "until"
+        """The query parameter named in errors."""
+        return self._param_name or ("since" if self.lookup_expr == "gte" else "until")
 
 
 class JobOrderingFilter(django_filters.OrderingFilter):
