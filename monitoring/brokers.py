@@ -31,7 +31,7 @@ def celery_app() -> Celery:
 
 
 def configured_queue_names(app: Celery | None = None) -> set[str]:
-    """Queues named in the Celery configuration: ``task_queues``, the default queue and task routes."""
+    """Queues named in the Celery configuration (``task_queues``, default queue, routes) and ``KNOWN_QUEUES``."""
     app = app or celery_app()
     names = {app.conf.task_default_queue or "celery"}
     for queue in app.conf.task_queues or ():
@@ -41,6 +41,7 @@ def configured_queue_names(app: Celery | None = None) -> set[str]:
         if isinstance(route, dict) and route.get("queue"):
             queue = route["queue"]
             names.add(getattr(queue, "name", None) or str(queue))
+    names.update(conf.get("KNOWN_QUEUES"))
     return {name for name in names if name}
 
 

@@ -29,7 +29,7 @@ from django.db import IntegrityError, connections, models, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import brokers, capture, conf
+from . import brokers, capture, conf, metrics
 from .audit import Actor, record_action, storable_json
 from .masking import MASK
 from .models import (
@@ -286,7 +286,7 @@ def parse_retry_overrides(data: Mapping[str, Any] | None) -> RetryOverrides:
     if queue is not None:
         if not isinstance(queue, str) or not _QUEUE_NAME.match(queue):
             raise InvalidOverride("queue", "must be a queue name (letters, digits, . : @ _ -).", known_queue_names())
-        if not queue_is_known(queue):
+        if not metrics.queue_exists(queue):
             raise InvalidOverride("queue", f"unknown queue {queue!r}; no worker, route or record uses it.",
                                   known_queue_names())
     countdown = _number(data, "countdown", 0, MAX_COUNTDOWN)
@@ -330,30 +330,13 @@ def parse_retry_overrides(data: Mapping[str, Any] | None) -> RetryOverrides:
     )
 
 
-def _configured_queues() -> set[str]:
-    app = _celery_app()
-    names = {app.conf.task_default_queue, *[q.name for q in (app.conf.task_queues or ())]}
-    routes = app.conf.task_routes or {}
-    for table in routes if isinstance(routes, list | tuple) else [routes]:
-        if isinstance(table, Mapping):
-            names.update(r["queue"] for r in table.values() if isinstance(r, Mapping) and r.get("queue"))
-    names.update(conf.get("KNOWN_QUEUES"))
-    return {n for n in names if n}
-
-
 def known_queue_names() -> list[str]:
-    """Queue names from the Celery configuration and QueueState (for error messages)."""
-    return sorted(_configured_queues() | set(QueueState.objects.values_list("name", flat=True)))
-
-
-def queue_is_known(name: str) -> bool:
-    """Whether a queue is configured, has a persisted state, or appears in job records."""
-    return (name in _configured_queues() or QueueState.objects.filter(name=name).exists()
-            or JobRun.objects.filter(queue=name).exists())
+    """Every queue the monitor knows (configured, consumed, in records, paused), for error messages."""
+    return sorted(metrics.queue_sources())
 
 
 def _require_queue(name: str) -> None:
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name) or not queue_is_known(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name) or not metrics.queue_exists(name):
         raise NotFound(f"Unknown queue {name!r}. Known queues: {', '.join(known_queue_names()) or 'none'}.")
 
 
@@ -362,12 +345,6 @@ def _get_job(task_id: str) -> JobRun:
     if job is None:
         raise NotFound(f"No job with task id {task_id!r}.")
     return job
-
-
-def _celery_app() -> Any:
-    from celery import current_app
-
-    return current_app._get_current_object()
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
@@ -480,7 +457,7 @@ def _retry_job(actor: Actor, job: JobRun, options: RetryOverrides, *, idempotenc
         try:
             # Sent last, inside the transaction: if the broker refuses, the idempotency record and the
             # removed original roll back and nothing has changed.
-            _celery_app().send_task(job.task_name, args=args, kwargs=kwargs, task_id=new_task_id,
+            brokers.celery_app().send_task(job.task_name, args=args, kwargs=kwargs, task_id=new_task_id,
                                     **{k: v for k, v in send_options.items() if v is not None})
         except _broker_errors() as exc:
             raise BrokerUnavailable(f"The broker refused the message: {exc}. Nothing was sent.") from exc
@@ -539,7 +516,7 @@ class WorkerSnapshot:
 
 def inspect_workers(destination: Sequence[str] | None = None) -> WorkerSnapshot:
     """Ask workers (all, or the named ones) which tasks they run and which pool they use."""
-    app = _celery_app()
+    app = brokers.celery_app()
     limit = len(destination) if destination else None
     inspect = app.control.inspect(destination=list(destination) if destination else None,
                                   timeout=conf.get("CONTROL_TIMEOUT"), limit=limit)
@@ -576,7 +553,7 @@ def _check_signal(name: str) -> None:
 def _cancel_job(actor: Actor, job: JobRun, *, signal: str, snapshot: WorkerSnapshot | None) -> CancelResult:
     if job.state not in CANCELLABLE_STATES:
         raise InvalidState(f"Job {job.task_id} already finished ({job.state}); there is nothing to cancel.")
-    app = _celery_app()
+    app = brokers.celery_app()
     if job.state == JobState.STARTED:
         if not job.worker:
             raise InvalidState(f"Job {job.task_id} is STARTED but no worker is recorded for it, so it cannot be "
@@ -621,7 +598,7 @@ def _send(call: Callable[[], Any]) -> Any:
 
 def consumers_of(queue: str) -> list[str]:
     """Names of the workers currently consuming ``queue`` (asks every worker)."""
-    app = _celery_app()
+    app = brokers.celery_app()
     try:
         replies = app.control.inspect(timeout=conf.get("CONTROL_TIMEOUT")).active_queues() or {}
     except _broker_errors() as exc:
@@ -644,7 +621,7 @@ def pause(actor: Actor, queue: str) -> QueueResult:
             state.paused_by = actor.user
             state.save()
             if workers:
-                app = _celery_app()
+                app = brokers.celery_app()
                 _send(lambda: app.control.cancel_consumer(queue, destination=workers, reply=True,
                                                           timeout=conf.get("CONTROL_TIMEOUT"), limit=len(workers)))
         names = ", ".join(workers) or "no worker was consuming it"
@@ -668,7 +645,7 @@ def resume(actor: Actor, queue: str) -> QueueResult:
             state.paused, state.paused_at, state.paused_by, state.paused_workers = False, None, None, []
             state.save()
             if workers:
-                app = _celery_app()
+                app = brokers.celery_app()
                 _send(lambda: app.control.add_consumer(queue, destination=workers, reply=True,
                                                        timeout=conf.get("CONTROL_TIMEOUT"), limit=len(workers)))
         return QueueResult(queue, False, workers,
@@ -748,7 +725,7 @@ def purge(actor: Actor, queue: str) -> PurgeResult:
         _require_queue(queue)
         started = timezone.now()
         try:
-            purged = brokers.purge_queue(_celery_app(), queue)
+            purged = brokers.purge_queue(brokers.celery_app(), queue)
         except _broker_errors() as exc:
             raise BrokerUnavailable(f"Could not purge queue {queue!r}: {exc}.") from exc
         # The purged messages will never reach a worker, so their records would stay PENDING forever.
