@@ -56,6 +56,20 @@ def celery_worker(celery_session_app, transactional_db) -> Iterator[object]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_caches() -> Iterator[None]:
+    """Cached broker depths and worker reports never leak from one test into the next."""
+    from django.core.cache import cache
+
+    from monitoring import workers
+
+    cache.clear()
+    workers.reset()
+    yield
+    cache.clear()
+    workers.reset()
+
+
+@pytest.fixture(autouse=True)
 def empty_capture_buffer() -> Iterator[None]:
     """No buffered event leaks from one test into the next."""
     capture.buffer.discard()
