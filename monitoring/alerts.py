@@ -189,7 +189,8 @@ def channel_errors(channels: Any) -> list[str]:
         allowed_keys = {"type", "to"} if kind == "email" else {"type", "url", "format"}
         extra = sorted(set(channel) - allowed_keys)
         if extra:
-            errors.append(f"{where}: unknown key {extra[0]!r}; a {kind} channel takes {_allowed(sorted(allowed_keys))}.")
+            errors.append(f"{where}: unknown key {extra[0]!r}; a {kind} channel takes "
+                          f"{_allowed(sorted(allowed_keys))}.")
         if kind == "email":
             to = channel.get("to")
             if not isinstance(to, list) or not to or not all(isinstance(a, str) for a in to):
@@ -242,7 +243,8 @@ def rule_errors(data: dict[str, Any]) -> dict[str, list[str]]:
         elif threshold < 0:
             errors["threshold"] = ["Must be 0 or more."]
         elif metric is not None and metric.max_threshold is not None and threshold > metric.max_threshold:
-            errors["threshold"] = [f"Must be at most {metric.max_threshold:g} for {metric.name} ({metric.unit.strip()})."]
+            errors["threshold"] = [f"Must be at most {metric.max_threshold:g} for {metric.name} "
+                                   f"({metric.unit.strip()})."]
     window = data.get("window")
     if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                or not MIN_WINDOW <= window <= MAX_WINDOW):
