@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,6 +44,8 @@ class Hook:
     answers: list[int] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    # Seconds to wait before answering (to exceed the delivery timeout).
+    delay: float = 0.0
 
 
 @pytest.fixture
@@ -52,6 +55,8 @@ def webhook() -> Iterator[Hook]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            if hook.delay:
+                time.sleep(hook.delay)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             hook.received.append(json.loads(body))
             hook.headers.append(dict(self.headers))
