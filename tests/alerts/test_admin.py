@@ -64,7 +64,7 @@ def test_viewer_has_no_alert_actions(client, viewer, only_test_rules):
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])
-def test_both_roles_may_view_alerts_and_deliveries(role, request):
+def test_both_roles_may_view_alerts_and_deliveries(db, role, request):
     user = request.getfixturevalue(role)
     assert all(user.has_perm(f"monitoring.view_{name}") for name in ("alertrule", "alert", "alertdelivery"))
     assert user.has_perm("monitoring.operate_alert") == (role == "operator")
