@@ -15,7 +15,9 @@ BATCH_SCOPES = ("all", "job_type", "company")
 
 
 def _company(value: str) -> str | None:
-    if not value.isdigit() or not Company.objects.filter(pk=int(value)).exists():
+    # ASCII digits only and within bigint, so the lookup itself can never fail.
+    if not (value.isascii() and value.isdigit() and len(value) <= 18) or not Company.objects.filter(
+            pk=int(value)).exists():
         return f"No company with id {value!r}; give the id of an existing company."
     return None
 

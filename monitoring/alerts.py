@@ -175,6 +175,9 @@ def channel_errors(channels: Any) -> list[str]:
     """Problems with a rule's notification channels (empty when they are fine)."""
     if not isinstance(channels, list):
         return ['Must be a list, e.g. [{"type": "email", "to": ["ops@example.com"]}].']
+    if "\\u0000" in json.dumps(channels, default=str):
+        # PostgreSQL cannot store NUL in text or jsonb.
+        return ["Must not contain NUL characters."]
     errors: list[str] = []
     for index, channel in enumerate(channels):
         where = f"channels[{index}]"

@@ -91,11 +91,13 @@ def test_a_user_without_a_role_is_refused(db):
     ({"metric": "batch_failed"}, "scope", ["all, job_type, company"]),
     ({"scope": "queue", "scope_value": ""}, "scope_value", ["Required"]),
     ({"scope": "company", "metric": "batch_failed", "scope_value": "999999"}, "scope_value", ["No company"]),
+    ({"scope": "company", "metric": "batch_failed", "scope_value": "9" * 30}, "scope_value", ["No company"]),
     ({"window": 5}, "window", ["60"]),
     ({"severity": "apocalyptic"}, "severity", ["low, medium, high, critical"]),
     ({"channels": [{"type": "pager"}]}, "channels", ["email, webhook"]),
     ({"channels": [{"type": "email", "to": ["not-an-address"]}]}, "channels", ["not-an-address"]),
     ({"channels": [{"type": "webhook", "url": "ftp://x"}]}, "channels", ["http(s) URL"]),
+    ({"channels": [{"type": "webhook", "url": "https://x.example.com/a\x00b"}]}, "channels", ["NUL"]),
     ({"channels": [{"type": "webhook", "url": "https://x.example.com", "format": "xml"}]}, "channels", ["json, slack"]),
 ])
 def test_bad_rule_input_is_a_400_naming_the_field_and_changes_nothing(operator_api, change, field, mentions):
