@@ -372,14 +372,14 @@ def evaluate(now: datetime | None = None) -> EvaluationReport:
 
 
 def _close_orphans(rules: list[AlertRule], now: datetime) -> None:
-    """Resolve open alerts whose rule was disabled, or whose scope changed since they fired."""
+    """Resolve open alerts whose rule was disabled or deleted, or whose scope changed since they fired."""
     current = {rule.pk: Scope(rule.scope, rule.scope_value).key for rule in rules}
-    orphans = [alert.pk for alert in Alert.objects.filter(state__in=OPEN_ALERT_STATES, rule__isnull=False)
+    orphans = [alert.pk for alert in Alert.objects.filter(state__in=OPEN_ALERT_STATES)
                .only("id", "rule_id", "scope_key") if current.get(alert.rule_id) != alert.scope_key]
     if orphans:
         Alert.objects.filter(pk__in=orphans).update(
             state=AlertState.RESOLVED, resolved_at=now, last_evaluated_at=now,
-            resolve_comment="The rule was disabled or its scope changed.")
+            resolve_comment="The rule was disabled, deleted or its scope changed.")
 
 
 def _apply(rule: AlertRule, metric: Metric, scope: Scope, observation: Observation, breached: bool,

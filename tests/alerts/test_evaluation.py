@@ -334,6 +334,16 @@ def test_disabling_a_rule_resolves_its_open_alert():
     assert alert.state == AlertState.RESOLVED and "disabled" in alert.resolve_comment
 
 
+def test_an_open_alert_of_a_rule_deleted_outside_the_services_is_resolved_and_kept():
+    rule = make_rule(metric="error_rate", threshold=10)
+    seed([JobState.FAILURE] * 2)
+    alerts.evaluate(now=NOW)
+    rule.delete()  # e.g. from a shell: the alert loses its rule but stays as history
+    alerts.evaluate(now=NOW + MINUTE)
+    alert = Alert.objects.get()
+    assert alert.rule is None and alert.rule_name == "error_rate" and alert.state == AlertState.RESOLVED
+
+
 def test_a_metric_that_raises_does_not_stop_the_other_rules(monkeypatch):
     from monitoring import registry
 
