@@ -10,10 +10,11 @@ class BatchesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - checks register themselves on import
+        from . import alerts, checks  # noqa: F401 - checks register themselves on import
         from .models import Company
         from .pipeline import forget_active_companies
 
         # The create step caches the active companies; a change to any company invalidates it.
         post_save.connect(forget_active_companies, sender=Company, dispatch_uid="batches-company-saved")
         post_delete.connect(forget_active_companies, sender=Company, dispatch_uid="batches-company-deleted")
+        alerts.register()  # batch metrics for monitoring's alert rules

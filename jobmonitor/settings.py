@@ -152,6 +152,7 @@ CELERY_BEAT_SCHEDULE: dict = {
     "monitoring-roll-up": {"task": "monitoring.tasks.roll_up", "schedule": 60.0},
     "monitoring-sweep": {"task": "monitoring.tasks.sweep", "schedule": 60.0},
     "monitoring-prune": {"task": "monitoring.tasks.prune", "schedule": 3_600.0},
+    "monitoring-evaluate-alerts": {"task": "monitoring.tasks.evaluate_alerts", "schedule": 60.0},
 }
 DEMO_MODE = env_bool("JOBMONITOR_DEMO", False)
 if DEMO_MODE:

@@ -14,5 +14,6 @@ urlpatterns = [
     path("api/v1/", include("monitoring.api.control_urls")),
     path("api/v1/", include("monitoring.api.urls")),
     path("api/v1/", include("batches.api.urls")),
+    path("api/v1/", include("monitoring.api.alerts_urls")),
     path("metrics", PrometheusView.as_view(), name="prometheus-metrics"),
 ]

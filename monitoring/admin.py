@@ -187,3 +187,5 @@ class BulkOperationAdmin(ReadOnlyAdmin):
     list_display = ("id", "action", "status", "total", "processed", "succeeded", "skipped", "failed",
                     "created_by_name", "created_at")
     list_filter = ("status", "action")
+
+from . import alerts_admin  # noqa: E402, F401 - alert rules and alerts (their own module)

@@ -8,8 +8,10 @@ class MonitoringConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import capture, checks, control  # noqa: F401 - checks register themselves on import
+        from . import alerts, capture, checks, control  # noqa: F401 - checks register themselves on import
 
         capture.connect_signals()
         # Also registers the background bulk task (monitoring.control.run_bulk_operation) in workers.
         control.connect_worker_hooks()
+        # Job metrics and scopes for alert rules; other apps (batches) add theirs in their own ready().
+        alerts.register_builtin()

@@ -92,6 +92,22 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_MAX_SECONDS": 300,
     # Prometheus /metrics: at most this many task names get their own label; the rest are "other".
     "PROMETHEUS_MAX_TASK_NAMES": 100,
+    # Alerts ----------------------------------------------------------------------------------------------
+    # Attempts per notification (the first included) and the backoff before attempt n+1:
+    # ALERT_DELIVERY_BACKOFF * 2 ** (n - 1) seconds.
+    "ALERT_DELIVERY_ATTEMPTS": 4,
+    "ALERT_DELIVERY_BACKOFF": 30.0,
+    # Seconds one webhook call or SMTP connection may take before the attempt counts as failed.
+    "ALERT_DELIVERY_TIMEOUT": 10.0,
+    # Queue of the delivery task (None: Celery's default queue).
+    "ALERT_QUEUE": None,
+    # Sender of alert emails (None: Django's DEFAULT_FROM_EMAIL).
+    "ALERT_EMAIL_FROM": None,
+    # A delivery still pending this many seconds after its last attempt (its message was lost, or the broker
+    # was down when it was queued) is queued again by the evaluation task.
+    "ALERT_REDISPATCH_AFTER": 600,
+    # Link to the admin put in notifications, e.g. "https://ops.example.com" (None: no link).
+    "ALERT_SITE_URL": None,
     # API -------------------------------------------------------------------------------------------------
     # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
     "API_AUTHENTICATION_CLASSES": (

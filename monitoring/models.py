@@ -341,3 +341,167 @@ class RollupState(models.Model):
 
     def __str__(self) -> str:
         return f"rollups {self.covered_from} - {self.complete_until}"
+
+
+# --- alerts ---------------------------------------------------------------------------------------------
+
+class AlertSeverity(models.TextChoices):
+    LOW = "low", _("Low")
+    MEDIUM = "medium", _("Medium")
+    HIGH = "high", _("High")
+    CRITICAL = "critical", _("Critical")
+
+
+class AlertRule(models.Model):
+    """A condition over a metric (validated against ``monitoring.registry``), checked every minute."""
+
+    name = models.CharField(_("name"), max_length=200)
+    metric = models.CharField(_("metric"), max_length=64,
+                              help_text=_("What is measured; the allowed metrics come from the alert registry."))
+    scope = models.CharField(_("scope"), max_length=32, default="all",
+                             help_text=_("What the metric covers: all, a queue, a task name, a batch job type "
+                                         "or a company (the kinds the metric accepts)."))
+    scope_value = models.CharField(_("scope value"), max_length=255, blank=True, default="",
+                                   help_text=_("The queue, task name, job type or company id; empty for all."))
+    threshold = models.FloatField(_("threshold"),
+                                  help_text=_("Percent for rates, seconds for times, jobs per hour for "
+                                              "throughput, messages for depth, count for batches failed."))
+    window = models.PositiveIntegerField(_("evaluation window (s)"), default=3_600,
+                                         help_text=_("How far back the metric looks (ignored by queue depth, "
+                                                     "stuck jobs and workers online, which are read now)."))
+    severity = models.CharField(_("severity"), max_length=16, choices=AlertSeverity.choices,
+                                default=AlertSeverity.MEDIUM)
+    channels = models.JSONField(
+        _("notification channels"), default=list, blank=True,
+        help_text=_('A list such as [{"type": "email", "to": ["ops@example.com"]}, {"type": "webhook", '
+                    '"url": "https://hooks.example.com/x", "format": "slack"}]; format is json or slack.'))
+    cooldown = models.PositiveIntegerField(_("cooldown (s)"), default=900,
+                                           help_text=_("No new notification for this rule and scope within "
+                                                       "this many seconds of the previous one."))
+    notify_resolved = models.BooleanField(_("notify when resolved"), default=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("alert rule")
+        verbose_name_plural = _("alert rules")
+        ordering = ("name", "id")
+        indexes = [models.Index(fields=["enabled", "id"], name="alertrule_enabled_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .alerts import rule_errors
+
+        errors = rule_errors({"metric": self.metric, "scope": self.scope, "scope_value": self.scope_value,
+                              "threshold": self.threshold, "window": self.window, "channels": self.channels})
+        if errors:
+            raise ValidationError(errors)
+
+
+class AlertState(models.TextChoices):
+    FIRING = "firing", _("Firing")
+    ACKNOWLEDGED = "acknowledged", _("Acknowledged")
+    RESOLVED = "resolved", _("Resolved")
+
+
+OPEN_ALERT_STATES = (AlertState.FIRING, AlertState.ACKNOWLEDGED)
+
+
+class Alert(models.Model):
+    """One breach of a rule for one scope: firing, maybe acknowledged, then resolved. Kept as history."""
+
+    rule = models.ForeignKey(AlertRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts",
+                             verbose_name=_("rule"), editable=False, db_index=False)  # alert_rule_scope_idx
+    rule_name = models.CharField(_("rule name"), max_length=200, editable=False,
+                                 help_text=_("Kept when the rule is deleted."))
+    metric = models.CharField(_("metric"), max_length=64, editable=False)
+    scope_key = models.CharField(_("scope"), max_length=300, editable=False)
+    severity = models.CharField(_("severity"), max_length=16, choices=AlertSeverity.choices, editable=False)
+    state = models.CharField(_("state"), max_length=16, choices=AlertState.choices, default=AlertState.FIRING,
+                             editable=False)
+    threshold = models.FloatField(_("threshold"), editable=False)
+    value = models.FloatField(_("value when fired"), null=True, blank=True, editable=False)
+    last_value = models.FloatField(_("latest value"), null=True, blank=True, editable=False)
+    message = models.TextField(_("message"), editable=False)
+    details = models.JSONField(_("details"), default=dict, blank=True, editable=False)
+    fired_at = models.DateTimeField(_("fired"), editable=False)
+    last_evaluated_at = models.DateTimeField(_("last evaluated"), editable=False)
+    notified_at = models.DateTimeField(_("notified"), null=True, blank=True, editable=False,
+                                       help_text=_("Empty when the cooldown of an earlier alert suppressed it."))
+    acknowledged_at = models.DateTimeField(_("acknowledged"), null=True, blank=True, editable=False)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+", verbose_name=_("acknowledged by"), editable=False)
+    acknowledged_by_name = models.CharField(_("acknowledged by (name)"), max_length=150, blank=True, default="",
+                                            editable=False)
+    acknowledge_comment = models.TextField(_("acknowledgement comment"), blank=True, default="", editable=False)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True, editable=False)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", verbose_name=_("resolved by"), editable=False)
+    resolved_by_name = models.CharField(_("resolved by (name)"), max_length=150, blank=True, default="",
+                                        editable=False, help_text=_("Empty when the condition cleared by itself."))
+    resolve_comment = models.TextField(_("resolution comment"), blank=True, default="", editable=False)
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        ordering = ("-fired_at", "-id")
+        permissions = [("operate_alert", _("Can acknowledge and resolve alerts"))]
+        constraints = [
+            # Deduplication: at most one open alert per rule and scope, whichever process evaluates.
+            models.UniqueConstraint(fields=["rule", "scope_key"], name="alert_open_per_rule_scope_uniq",
+                                    condition=~models.Q(state="resolved")),
+        ]
+        indexes = [
+            models.Index(fields=["-fired_at", "-id"], name="alert_fired_idx"),
+            models.Index(fields=["state", "-fired_at"], name="alert_state_fired_idx"),
+            models.Index(fields=["severity", "-fired_at"], name="alert_severity_fired_idx"),
+            models.Index(fields=["rule", "scope_key", "-fired_at"], name="alert_rule_scope_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_name} [{self.scope_key}] {self.state}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_ALERT_STATES
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed")
+
+
+class AlertDelivery(models.Model):
+    """One notification of an alert through one channel: attempts, outcome and the last error."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("alert"),
+                              editable=False, db_index=False)  # alertdelivery_alert_idx
+    event = models.CharField(_("event"), max_length=16, choices=AlertState.choices, editable=False,
+                             help_text=_("Which transition is announced: firing or resolved."))
+    channel = models.JSONField(_("channel"), editable=False)
+    channel_type = models.CharField(_("channel type"), max_length=16, editable=False)
+    status = models.CharField(_("status"), max_length=16, choices=DeliveryStatus.choices,
+                              default=DeliveryStatus.PENDING, editable=False)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0, editable=False)
+    last_error = models.TextField(_("last error"), blank=True, default="", editable=False)
+    created_at = models.DateTimeField(_("created"), editable=False)
+    last_attempt_at = models.DateTimeField(_("last attempt"), null=True, blank=True, editable=False)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("alert delivery")
+        verbose_name_plural = _("alert deliveries")
+        ordering = ("created_at", "id")
+        indexes = [
+            models.Index(fields=["alert", "created_at"], name="alertdelivery_alert_idx"),
+            models.Index(fields=["created_at"], name="alertdelivery_pending_idx", condition=models.Q(status="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel_type} {self.event} of alert {self.alert_id} ({self.status})"

@@ -1,4 +1,4 @@
-"""Periodic housekeeping (scheduled by beat): sweep lost jobs, roll up, prune by retention."""
+"""Periodic tasks (scheduled by beat): sweep lost jobs, roll up, evaluate alerts, prune by retention."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from celery import shared_task
 from django.db.models import Q
 from django.utils import timezone
 
-from . import conf, metrics, rollups, workers
+from . import alerts, conf, metrics, rollups, workers
 from .models import ACTIVE_STATES, JobRun, JobState
 
 logger = logging.getLogger("monitoring.tasks")
@@ -78,3 +78,20 @@ def sweep() -> dict[str, int]:
 def prune() -> dict[str, int]:
     """Apply the retention settings to job records and rollups."""
     return {"records": prune_records(), "rollups": rollups.prune()}
+
+
+@shared_task(name="monitoring.tasks.evaluate_alerts", ignore_result=True)
+def evaluate_alerts() -> dict[str, Any]:
+    """Evaluate every enabled alert rule (every minute by default)."""
+    return alerts.evaluate().as_dict()
+
+
+@shared_task(name="monitoring.tasks.deliver_alert", bind=True, ignore_result=True, max_retries=None)
+def deliver_alert(self: Any, delivery_id: int) -> str | None:
+    """Send one alert notification; a failed attempt is retried with exponential backoff."""
+    delivery = alerts.attempt_delivery(delivery_id)
+    if delivery is None:
+        return None
+    if delivery.status == "pending":
+        raise self.retry(countdown=alerts.backoff(delivery.attempts), queue=conf.get("ALERT_QUEUE"))
+    return delivery.status

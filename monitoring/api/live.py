@@ -28,7 +28,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import conf, metrics
+from .. import alerts, conf, metrics
 from .views import ReadView, known_queue
 
 
@@ -190,15 +190,20 @@ LIVE_DOC = {200: OpenApiResponse(OpenApiTypes.STR, description="text/event-strea
             503: OpenApiResponse(description="Too many live streams open in this process.")}
 
 
+def live_metrics() -> dict[str, Any]:
+    """The live stream's snapshot: the metrics plus the open alerts."""
+    return {**metrics.metrics(), "alerts": alerts.open_alerts()}
+
+
 @extend_schema(tags=["live"], responses=LIVE_DOC)
 class LiveMetricsView(ReadView):
-    """Server-Sent Events: the metrics every LIVE_INTERVAL seconds (event ``metrics``)."""
+    """Server-Sent Events: the metrics and open alerts every LIVE_INTERVAL seconds (event ``metrics``)."""
 
     throttle_scope = "monitoring-live"
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     def get(self, request: Request) -> Any:
-        return stream_response(request, "metrics", "metrics", metrics.metrics)
+        return stream_response(request, "metrics", "metrics", live_metrics)
 
 
 @extend_schema(tags=["live"], responses={**LIVE_DOC, 404: OpenApiResponse(description="Unknown queue.")})

@@ -1,0 +1,70 @@
+"""Batch metrics and scopes for monitoring's alert rules, registered from ``BatchesConfig.ready()``.
+
+Monitoring never imports this app; it asks ``monitoring.registry``, which this module fills.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Avg, DurationField, ExpressionWrapper, F, Q, Sum
+
+from monitoring.registry import ABOVE, AT_LEAST, Check, Metric, Observation, ScopeKind, register_metric, register_scope
+
+from .models import BatchJob, BatchStatus, Company
+
+BATCH_SCOPES = ("all", "job_type", "company")
+
+
+def _company(value: str) -> str | None:
+    # ASCII digits only and within bigint, so the lookup itself can never fail.
+    if not (value.isascii() and value.isdigit() and len(value) <= 18) or not Company.objects.filter(
+            pk=int(value)).exists():
+        return f"No company with id {value!r}; give the id of an existing company."
+    return None
+
+
+def _scoped(check: Check) -> Q:
+    if check.scope.kind == "job_type":
+        return Q(job_type=check.scope.value)
+    if check.scope.kind == "company":
+        return Q(company_id=int(check.scope.value))
+    return Q()
+
+
+def batches_failed(check: Check) -> Observation:
+    """Batches that failed as a whole (provider status ``failed``) within the window."""
+    failed = (BatchJob.objects.filter(_scoped(check), status=BatchStatus.FAILED, failed_at__gte=check.since,
+                                      failed_at__lt=check.now).order_by("-failed_at", "-id"))
+    rows = list(failed.values("id", "provider_batch_id", "job_type", "company_id", "failed_at", "provider_errors")[:10])
+    count = len(rows) if len(rows) < 10 else failed.count()
+    return Observation(float(count), details={"failed": count, "batches": [
+        {**row, "failed_at": row["failed_at"].isoformat()} for row in rows]})
+
+
+def batch_error_rate(check: Check) -> Observation:
+    """Failed requests among the processed requests of batches created in the window (percent)."""
+    totals = BatchJob.objects.in_range(check.since, check.now).filter(_scoped(check)).aggregate(
+        completed=Sum("completed_count"), failed=Sum("failed_count"))
+    completed, failed = totals["completed"] or 0, totals["failed"] or 0
+    processed = completed + failed
+    value = round(100.0 * failed / processed, 2) if processed else None
+    return Observation(value, details={"completed_requests": completed, "failed_requests": failed})
+
+
+def batch_processing_time(check: Check) -> Observation:
+    """Average seconds from submission to completion of batches completed in the window."""
+    processing = ExpressionWrapper(F("completed_at") - F("submitted_at"), output_field=DurationField())
+    average = (BatchJob.objects.filter(_scoped(check), status=BatchStatus.COMPLETED, submitted_at__isnull=False,
+                                       completed_at__gte=check.since, completed_at__lt=check.now)
+               .aggregate(avg=Avg(processing))["avg"])
+    return Observation(round(average.total_seconds(), 3) if average is not None else None)
+
+
+def register() -> None:
+    """Add the batch scopes and metrics to monitoring's alert registry."""
+    register_scope(ScopeKind("job_type", "A batch job type"))
+    register_scope(ScopeKind("company", "A company", validate=_company))
+    register_metric(Metric("batch_failed", "Batches failed", AT_LEAST, " batches", BATCH_SCOPES, batches_failed))
+    register_metric(Metric("batch_error_rate", "Batch request error rate", ABOVE, "%", BATCH_SCOPES,
+                           batch_error_rate, max_threshold=100))
+    register_metric(Metric("batch_processing_time", "Average batch processing time", ABOVE, "s", BATCH_SCOPES,
+                           batch_processing_time))
