@@ -39,8 +39,8 @@ def job_run(**fields: Any) -> JobRun:
 def ensure_roles() -> None:
     """Re-create the role groups after a transactional test flushed them (they come from data migrations).
 
-    Runs the forward code of every ``*_roles`` data migration of the project's apps, so the role
-    definitions stay in one place.
+    Runs the forward code of every data migration function of the project's apps whose name ends in
+    ``roles`` (they are idempotent), so the role definitions stay in one place.
     """
     if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() == 2:
         return
@@ -50,10 +50,10 @@ def ensure_roles() -> None:
     from django.db.migrations.operations import RunPython
 
     loader = MigrationLoader(connection, ignore_no_migrations=True)
-    for (app_label, name), migration in sorted(loader.disk_migrations.items()):
-        if app_label in ("monitoring", "batches") and name.endswith("roles"):
+    for (app_label, _name), migration in sorted(loader.disk_migrations.items()):
+        if app_label in ("monitoring", "batches"):
             for operation in migration.operations:
-                if isinstance(operation, RunPython):
+                if isinstance(operation, RunPython) and operation.code.__name__.endswith("roles"):
                     operation.code(global_apps, None)
 
 

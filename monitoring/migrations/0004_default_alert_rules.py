@@ -27,6 +27,9 @@ def create_defaults(apps, schema_editor):
     AlertRule = apps.get_model("monitoring", "AlertRule")
     for rule in DEFAULT_RULES:
         AlertRule.objects.get_or_create(name=rule["name"], defaults={**rule, "scope": "all", "channels": []})
+
+
+def grant_alert_roles(apps, schema_editor):
     grant(apps, VIEWERS, "monitoring", VIEW)
     grant(apps, OPERATORS, "monitoring", [*VIEW, *OPERATE])
 
@@ -41,4 +44,7 @@ class Migration(migrations.Migration):
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]
-    operations = [migrations.RunPython(create_defaults, remove_defaults)]
+    operations = [
+        migrations.RunPython(create_defaults, remove_defaults),
+        migrations.RunPython(grant_alert_roles, migrations.RunPython.noop),
+    ]
