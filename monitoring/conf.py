@@ -92,6 +92,12 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_MAX_SECONDS": 300,
     # Prometheus /metrics: at most this many task names get their own label; the rest are "other".
     "PROMETHEUS_MAX_TASK_NAMES": 100,
+    # Admin -----------------------------------------------------------------------------------------------
+    # Filtered changelist counts stop at this many rows ("more than N"), so a page never counts millions;
+    # unfiltered counts of big tables come from the PostgreSQL planner's estimate instead.
+    "ADMIN_COUNT_CAP": 10_000,
+    # Most rows one CSV export of a changelist writes (the export streams; larger sets need narrower filters).
+    "ADMIN_EXPORT_MAX_ROWS": 100_000,
     # API -------------------------------------------------------------------------------------------------
     # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
     "API_AUTHENTICATION_CLASSES": (
