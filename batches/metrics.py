@@ -180,6 +180,7 @@ def series(*, time_range: str = "24h", job_type: str | None = None, now: datetim
         points.append({"start": moment, "jobs": row.get("jobs", 0), "requests": row.get("requests") or 0,
                        "completed": row.get("completed") or 0, "failed": row.get("failed") or 0,
                        "cost": pricing.to_cents(row.get("cost")), "savings": pricing.to_cents(savings),
-                       "savings_percentage": pricing.savings_percentage(sync - savings, sync)})
+                       # None (a gap in the chart) rather than 0 % where nothing was priced.
+                       "savings_percentage": pricing.savings_percentage(sync - savings, sync) if sync else None})
         moment += step
     return {"time_range": time_range, "step_seconds": int(step.total_seconds()), "points": points}

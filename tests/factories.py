@@ -61,3 +61,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
 
 def aware(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+def ensure_roles() -> None:
+    """Recreate the role groups a transactional test's flush removed (their data migrations ran only once)."""
+    from django.apps import apps
+    from django.contrib.auth.models import Permission
+
+    if Group.objects.filter(name=OPERATORS).exists():
+        return
+    for app_label, operate in (("monitoring", ["operate_jobrun", "operate_queue"]), ("batches", ["operate_batchjob"])):
+        views = [f"view_{model._meta.model_name}" for model in apps.get_app_config(app_label).get_models()]
+        for name, codenames in ((VIEWERS, views), (OPERATORS, [*views, *operate])):
+            group, _ = Group.objects.get_or_create(name=name)
+            group.permissions.add(*Permission.objects.filter(content_type__app_label=app_label,
+                                                              codename__in=codenames))

@@ -264,7 +264,11 @@ class JobsDashboardMixin:
     def _queue_statement(self, queue: str, action: str, kind: str) -> dict[str, Any]:
         row = next((q for q in metrics.queues()["queues"] if q["name"] == queue), {})
         if action == "pause":
-            consumers = row.get("consumers") or 0
+            # Asked now, not from the cached report: these are exactly the workers the pause will stop.
+            try:
+                consumers = len(control.consumers_of(queue))
+            except control.ControlError:
+                consumers = row.get("consumers") or 0
             statement = ngettext("Pause queue %(queue)s? %(count)d worker consuming it will stop taking its jobs.",
                                  "Pause queue %(queue)s? %(count)d workers consuming it will stop taking its jobs.",
                                  consumers) % {"queue": queue, "count": consumers}

@@ -163,7 +163,7 @@
       return {type: "line", data: {labels: points.map(function (x) { return label(x.start, step); }), datasets: [
         {label: gettext("Savings ($)"), data: points.map(function (x) { return Number(x.savings); }),
          borderColor: p.savings, backgroundColor: p.savings, yAxisID: "y", tension: 0.2, pointRadius: 0},
-        {label: gettext("Savings (%)"), data: points.map(function (x) { return Number(x.savings_percentage); }),
+        {label: gettext("Savings (%)"), data: points.map(function (x) { return x.savings_percentage === null ? null : Number(x.savings_percentage); }),
          borderColor: p.ok, backgroundColor: p.ok, yAxisID: "y1", borderDash: [4, 4], tension: 0.2, pointRadius: 0}]},
         options: Object.assign(base(p), {scales: axes(p, {y1: {position: "right", beginAtZero: true, max: 100,
           ticks: {color: p.quiet}, grid: {drawOnChartArea: false}}})})};
