@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from . import conf, pricing
@@ -15,6 +16,11 @@ from .pipeline import circuit_state
 
 TIME_RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
                                      "30d": timedelta(days=30)}
+# Bucket size of the chart series per range: about 24-60 points each.
+SERIES_UNITS: dict[str, tuple[str, timedelta]] = {"1h": ("minute", timedelta(minutes=1)),
+                                                  "24h": ("hour", timedelta(hours=1)),
+                                                  "7d": ("hour", timedelta(hours=1)),
+                                                  "30d": ("day", timedelta(days=1))}
 FAILED_JOB_STATES = (BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED)
 TENTH = Decimal("0.1")
 
@@ -145,3 +151,36 @@ def pipeline_health(now: datetime | None = None, runs_per_step: int = 5) -> dict
         steps[step] = [{"started_at": r.started_at, "duration": round(r.duration, 4), "items": r.items,
                         "queries": r.queries, "errors": r.errors, "detail": r.detail} for r in runs]
     return {"steps": steps, "circuits": circuit_state(now)}
+
+
+def series(*, time_range: str = "24h", job_type: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Jobs, requests, outcomes, cost and savings per time bucket of the period (one query), for charts."""
+    now = now or timezone.now()
+    period = TIME_RANGES[time_range]
+    unit, step = SERIES_UNITS[time_range]
+    jobs = BatchJob.objects.in_range(now - period, now)
+    if job_type:
+        jobs = jobs.filter(job_type=job_type)
+    rows = {row["bucket"]: row for row in (
+        jobs.order_by().annotate(bucket=Trunc("created_at", unit, tzinfo=UTC)).values("bucket")
+        .annotate(jobs=Count("id"), requests=Sum("request_count"), completed=Sum("completed_count"),
+                  failed=Sum("failed_count"), cost=Sum("cost"), sync_cost=Sum("sync_cost"), savings=Sum("savings")))}
+    first = (now - period).astimezone(UTC)
+    first = first.replace(second=0, microsecond=0)
+    if unit in ("hour", "day"):
+        first = first.replace(minute=0)
+    if unit == "day":
+        first = first.replace(hour=0)
+    points = []
+    moment = first
+    while moment < now:
+        row = rows.get(moment, {})
+        sync = row.get("sync_cost") or Decimal(0)
+        savings = row.get("savings") or Decimal(0)
+        points.append({"start": moment, "jobs": row.get("jobs", 0), "requests": row.get("requests") or 0,
+                       "completed": row.get("completed") or 0, "failed": row.get("failed") or 0,
+                       "cost": pricing.to_cents(row.get("cost")), "savings": pricing.to_cents(savings),
+                       # None (a gap in the chart) rather than 0 % where nothing was priced.
+                       "savings_percentage": pricing.savings_percentage(sync - savings, sync) if sync else None})
+        moment += step
+    return {"time_range": time_range, "step_seconds": int(step.total_seconds()), "points": points}

@@ -19,7 +19,9 @@ _POSITIVE_NUMBERS = ("BUFFER_SIZE", "FLUSH_INTERVAL", "MAX_BUFFERED_EVENTS", "MA
                      "SUCCESS_RATE_SAMPLE", "METRICS_WINDOW", "DEPTH_CACHE_SECONDS", "WORKER_INSPECT_TIMEOUT",
                      "WORKER_CACHE_SECONDS", "TIMELINE_MAX_BARS", "LIVE_INTERVAL", "LIVE_MAX_STREAMS",
                      "LIVE_MAX_SECONDS", "PROMETHEUS_MAX_TASK_NAMES", "ALERT_DELIVERY_ATTEMPTS",
-                     "ALERT_DELIVERY_BACKOFF", "ALERT_DELIVERY_TIMEOUT", "ALERT_REDISPATCH_AFTER")
+                     "ALERT_DELIVERY_BACKOFF", "ALERT_DELIVERY_TIMEOUT", "ALERT_REDISPATCH_AFTER",
+                     "ADMIN_COUNT_CAP",
+                     "ADMIN_EXPORT_MAX_ROWS")
 
 
 def check_setting_keys(user: dict[str, Any], defaults: dict[str, Any], name: str, app: str) -> list[Error]:

@@ -108,6 +108,12 @@ DEFAULTS: dict[str, Any] = {
     "ALERT_REDISPATCH_AFTER": 600,
     # Link to the admin put in notifications, e.g. "https://ops.example.com" (None: no link).
     "ALERT_SITE_URL": None,
+    # Admin -----------------------------------------------------------------------------------------------
+    # Filtered changelist counts stop at this many rows ("more than N"), so a page never counts millions;
+    # unfiltered counts of big tables come from the PostgreSQL planner's estimate instead.
+    "ADMIN_COUNT_CAP": 10_000,
+    # Most rows one CSV export of a changelist writes (the export streams; larger sets need narrower filters).
+    "ADMIN_EXPORT_MAX_ROWS": 100_000,
     # API -------------------------------------------------------------------------------------------------
     # Authentication for the monitoring and batches APIs (independent of the host's REST_FRAMEWORK).
     "API_AUTHENTICATION_CLASSES": (

@@ -300,6 +300,7 @@ def stats(since: datetime, until: datetime, now: datetime | None = None) -> dict
             "failed": figures.failures,
             "success_rate": figures.success_rate,
             "average_duration": _round(figures.average_runtime),
+            "p95_duration": _round(figures.percentile(0.95)),
             "running": running.get(name, 0),
             "last_run_at": _iso(latest.started_at or latest.created_at) if latest else None,
             "last_state": latest.state if latest else None,
@@ -505,6 +506,15 @@ def error_groups(since: datetime, until: datetime) -> list[dict[str, Any]]:
     return [{"exception_type": g["exception_type"], "message": g["normalised"], "example": g["example"],
              "count": g["count"], "first_seen": _iso(g["first_seen"]), "last_seen": _iso(g["last_seen"]),
              "task_names": list(g["task_names"]), "queues": list(g["queues"])} for g in groups]
+
+
+def error_group_jobs(since: datetime, until: datetime, exception_type: str, message: str) -> QuerySet[JobRun]:
+    """The failures of one error group (as listed by :func:`error_groups`) first seen in the range."""
+    failures = JobRun.objects.failed().in_range(since, until).filter(exception_type=exception_type)
+    if connections[JobRun.objects.db].vendor == "postgresql":
+        return failures.annotate(normalised=_normalised_sql()).filter(normalised=message)
+    ids = [pk for pk, text in failures.values_list("id", "exception_message") if normalise_message(text) == message]
+    return JobRun.objects.filter(id__in=ids)
 
 
 # --- jobs -----------------------------------------------------------------------------------------------

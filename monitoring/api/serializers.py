@@ -206,6 +206,7 @@ class JobTypeStatsSerializer(serializers.Serializer):
     failed = serializers.IntegerField()
     success_rate = serializers.FloatField(allow_null=True)
     average_duration = serializers.FloatField(allow_null=True)
+    p95_duration = serializers.FloatField(allow_null=True, help_text="Estimated from the runtime histogram.")
     running = serializers.IntegerField()
     last_run_at = serializers.DateTimeField(allow_null=True)
     last_state = serializers.CharField(allow_null=True)

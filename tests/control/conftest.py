@@ -25,30 +25,13 @@ from . import tasks  # noqa: F401 - registers the test tasks with the app
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def ensure_roles() -> None:
-    """Recreate the role groups that a transactional test's flush removed (their migration ran once)."""
-    from django.apps import apps
-    from django.contrib.auth.models import Group, Permission
-
-    from monitoring.roles import OPERATORS, VIEWERS
-
-    if Group.objects.filter(name=OPERATORS).exists():
-        return
-    views = [f"view_{model._meta.model_name}" for model in apps.get_app_config("monitoring").get_models()]
-    for name, codenames in ((VIEWERS, views), (OPERATORS, [*views, "operate_jobrun", "operate_queue"])):
-        group, _ = Group.objects.get_or_create(name=name)
-        group.permissions.set(Permission.objects.filter(content_type__app_label="monitoring", codename__in=codenames))
-
-
 @pytest.fixture
 def viewer(db):
-    ensure_roles()
     return factories.user("viewer")
 
 
 @pytest.fixture
 def operator(db):
-    ensure_roles()
     return factories.user("operator")
 
 

@@ -1,7 +1,8 @@
-"""Read-only admin for job records and the audit trail, with audited retry/cancel actions.
+"""Read-only admin for job records and the audit trail, with audited retry/cancel actions and CSV export.
 
 Every action goes through ``monitoring.control`` (the same services as the API and commands) and asks for
-confirmation on a page that states how many jobs it will touch.
+confirmation on a page that states how many jobs it will touch. The job-run changelist stays fast on tens of
+millions of rows (see ``monitoring.admin.base``); the jobs dashboard hangs off this admin (``dashboard.py``).
 """
 
 from __future__ import annotations
@@ -15,28 +16,26 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import conf, control
-from .api.permissions import can_act
-from .audit import Actor
-from .models import AuditEvent, AuditSource, BulkOperation, BulkStatus, JobRun
+from .. import conf, control, metrics
+from ..api.permissions import can_act
+from ..audit import Actor
+from ..models import AuditEvent, AuditSource, BulkOperation, BulkStatus, JobRun
+from .base import BigTableAdmin, CsvExportMixin, ReadOnlyAdmin, preformatted, pretty_json, safe_next
+from .dashboard import JobsDashboardMixin
+from .filters import QueueFilter, RecentFilter, TaskNameFilter
 
 CONFIRM_TEMPLATE = "monitoring/admin/confirm_action.html"
+STATE_CLASSES = {"SUCCESS": "ok", "FAILURE": "fail", "LOST": "fail", "STARTED": "run", "RETRY": "run",
+                 "RECEIVED": "run", "PENDING": "wait", "REVOKED": "other"}
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No add, change or delete: records are written by workers and services only."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+def state_badge(state: str, label: str) -> str:
+    """A coloured state label (colour plus text, so it reads without colour too)."""
+    return format_html('<span class="jm-badge jm-{}">{}</span>', STATE_CLASSES.get(state, "other"), label)
 
 
 class RetryForm(forms.Form):
@@ -51,12 +50,63 @@ class RetryForm(forms.Form):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(ReadOnlyAdmin):
-    list_display = ("task_id", "task_name", "queue", "state", "worker", "created_at", "runtime")
-    list_filter = ("state",)
-    search_fields = ("=task_id",)
-    show_full_result_count = False  # no COUNT(*) over millions of rows
-    actions = ("retry_selected", "cancel_selected")
+class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
+    list_display = ("task_id", "task_name", "queue", "state_label", "worker", "created_at", "runtime")
+    list_display_links = ("task_id",)
+    list_filter = ("state", QueueFilter, TaskNameFilter, RecentFilter)
+    # Searched by get_search_results with indexed lookups only: exact task id, task-name prefix.
+    search_fields = ("=task_id", "task_name")
+    search_help_text = _("An exact task id, or the beginning of a task name.")
+    date_hierarchy = "created_at"
+    list_only = ("id", "task_id", "task_name", "queue", "state", "worker", "created_at", "runtime")
+    actions = ("retry_selected", "cancel_selected", "export_selected_csv")
+    csv_fields = ("task_id", "task_name", "queue", "state", "worker", "retries", "created_at", "started_at",
+                  "finished_at", "wait_time", "runtime", "exception_type", "exception_message", "retry_of")
+    fieldsets = (
+        (None, {"fields": ("task_id", "task_name", "origin", "state_label", "queue", "routing_key", "worker",
+                           "priority", "retries")}),
+        (_("Timing"), {"fields": ("created_at", "published_at", "received_at", "started_at", "finished_at",
+                                  "eta", "expires", "wait_time", "runtime")}),
+        (_("Arguments and result"), {"fields": ("args_json", "kwargs_json", "arguments_truncated", "result_text")}),
+        (_("Error"), {"fields": ("exception_type", "exception_message", "traceback_text")}),
+        (_("Relations"), {"fields": ("parent_id", "root_id", "group_id", "retry_of", "updated_at")}),
+    )
+    readonly_fields = ("state_label", "args_json", "kwargs_json", "result_text", "traceback_text")
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_label(self, job: JobRun) -> str:
+        return state_badge(job.state, job.get_state_display())
+
+    @admin.display(description=_("positional arguments"))
+    def args_json(self, job: JobRun) -> str:
+        return pretty_json(job.args)
+
+    @admin.display(description=_("keyword arguments"))
+    def kwargs_json(self, job: JobRun) -> str:
+        return pretty_json(job.kwargs)
+
+    @admin.display(description=_("result summary"))
+    def result_text(self, job: JobRun) -> str:
+        return preformatted(job.result)
+
+    @admin.display(description=_("traceback"))
+    def traceback_text(self, job: JobRun) -> str:
+        return preformatted(job.traceback)
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        """An exact task id, else task names starting with the term (matched against the known names)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if JobRun.objects.filter(task_id=term).exists():
+            return queryset.filter(task_id=term), False
+        names = [name for name in metrics.distinct_values("task_name") if name.startswith(term)]
+        return queryset.filter(task_name__in=names), False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard"),
+                         "export_url": self._url("export")}
+        return super().changelist_view(request, extra_context)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return can_act(request.user)
@@ -68,6 +118,8 @@ class JobRunAdmin(ReadOnlyAdmin):
         view = self.admin_site.admin_view
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
+            *self.dashboard_urls(),
+            path("export/", view(self.export_filtered_view), name=f"{prefix}_export"),
             path("bulk/<int:operation_id>/confirm/", view(self.confirm_bulk_view), name=f"{prefix}_bulk_confirm"),
             path("<path:object_id>/retry/", view(self.retry_view), name=f"{prefix}_retry"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name=f"{prefix}_cancel"),
@@ -144,9 +196,11 @@ class JobRunAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
             else:
                 self.message_user(request, result.message, messages.SUCCESS)
-                return HttpResponseRedirect(self._change_url(job))
+                return HttpResponseRedirect(safe_next(request, self._change_url(job)))
+        back = safe_next(request, self._change_url(job))
         return self._confirm_page(request, title=_("Retry"), statement=_("Retry 1 job: %(job)s?") % {"job": job},
-                                  form=form, submit_label=_("Yes, retry"), cancel_url=self._change_url(job))
+                                  form=form, submit_label=_("Yes, retry"), cancel_url=back,
+                                  next=back if back != self._change_url(job) else "")
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         job = self._operable_job(request, object_id)
@@ -157,9 +211,11 @@ class JobRunAdmin(ReadOnlyAdmin):
                 self.message_user(request, exc.message, messages.ERROR)
             else:
                 self.message_user(request, result.message, messages.SUCCESS)
-            return HttpResponseRedirect(self._change_url(job))
+            return HttpResponseRedirect(safe_next(request, self._change_url(job)))
+        back = safe_next(request, self._change_url(job))
         return self._confirm_page(request, title=_("Cancel"), statement=_("Cancel 1 job: %(job)s?") % {"job": job},
-                                  submit_label=_("Yes, cancel it"), cancel_url=self._change_url(job))
+                                  submit_label=_("Yes, cancel it"), cancel_url=back,
+                                  next=back if back != self._change_url(job) else "")
 
     def _operable_job(self, request: HttpRequest, object_id: str) -> JobRun:
         if not self.has_operate_permission(request):
@@ -175,11 +231,39 @@ class JobRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(CsvExportMixin, BigTableAdmin):
     list_display = ("created_at", "actor_name", "source", "action", "outcome", "client_address", "detail")
-    list_filter = ("source", "outcome", "action")
-    search_fields = ("actor_name",)
+    list_filter = ("source", "outcome", "action", RecentFilter)
+    # Prefix match on the actor's name, case-sensitive so it stays a plain LIKE 'x%' (the table is small).
+    search_fields = ("actor_name__startswith",)
     date_hierarchy = "created_at"
+    actions = ("export_selected_csv",)
+    csv_fields = ("created_at", "actor_name", "source", "client_address", "action", "targets", "parameters",
+                  "outcome", "detail", "new_task_ids")
+    fields = ("created_at", "actor", "actor_name", "source", "client_address", "action", "targets_json",
+              "parameters_json", "outcome", "detail", "new_task_ids_json")
+    readonly_fields = ("targets_json", "parameters_json", "new_task_ids_json")
+
+    @admin.display(description=_("targets"))
+    def targets_json(self, event: AuditEvent) -> str:
+        return pretty_json(event.targets)
+
+    @admin.display(description=_("parameters"))
+    def parameters_json(self, event: AuditEvent) -> str:
+        return pretty_json(event.parameters)
+
+    @admin.display(description=_("new task ids"))
+    def new_task_ids_json(self, event: AuditEvent) -> str:
+        return pretty_json(event.new_task_ids)
+
+    def get_urls(self) -> list[Any]:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [path("export/", self.admin_site.admin_view(self.export_filtered_view), name=f"{prefix}_export"),
+                *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        export = reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_export")
+        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})
 
 
 @admin.register(BulkOperation)
@@ -187,5 +271,3 @@ class BulkOperationAdmin(ReadOnlyAdmin):
     list_display = ("id", "action", "status", "total", "processed", "succeeded", "skipped", "failed",
                     "created_by_name", "created_at")
     list_filter = ("status", "action")
-
-from . import alerts_admin  # noqa: E402, F401 - alert rules and alerts (their own module)
