@@ -234,7 +234,7 @@ class JobsDashboardMixin:
             raise Http404(f"Unknown queue action {action!r}; use one of {', '.join(QUEUE_ACTIONS)}.")
         if not can_act(request.user, "monitoring.operate_queue"):
             raise PermissionDenied
-        if not control.queue_is_known(queue):
+        if not metrics.queue_exists(queue):
             raise Http404(f"Unknown queue {queue!r}.")
         back = safe_next(request, self._url("dashboard"))
         data = request.POST if request.method == "POST" else request.GET
