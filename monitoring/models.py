@@ -284,6 +284,7 @@ OUTCOME_FIELDS: tuple[str, ...] = ("succeeded", "failed", "revoked", "lost")
 class RollupGranularity(models.IntegerChoices):
     FIVE_MINUTES = 300, _("5 minutes")
     HOUR = 3_600, _("1 hour")
+    DAY = 86_400, _("1 day")
 
 
 class JobRollup(models.Model):

@@ -1,14 +1,15 @@
 """Rollups: finished jobs summed per task name, queue and time bucket, kept in step with ``JobRun``.
 
-Two granularities live in ``JobRollup``: five-minute buckets (recomputed from ``JobRun``) and hourly
-buckets (recomputed from the five-minute ones, so an hour always equals the sum of its slots). Every
-recompute deletes and rewrites a whole window in one transaction, so it is idempotent and any number of
-runs converge on the same rows.
+Three granularities live in ``JobRollup``: five-minute buckets (recomputed from ``JobRun``), hourly
+buckets (recomputed from the five-minute ones) and daily buckets (recomputed from the hourly ones), so a
+bucket always equals the sum of its parts. Every recompute deletes and rewrites a whole window in one
+transaction, so it is idempotent and any number of runs converge on the same rows.
 
 ``RollupState`` records the span the rollups cover completely. A read over any range (``aggregate``)
-takes whole hours from hourly rows, the partial hours at its edges from five-minute rows, the last few
-minutes at its edges and everything outside the covered span from ``JobRun`` through the finished-at
-index. The answer is exact for counts and runtime sums; percentiles come from the summed histograms.
+takes whole days from daily rows, the partial days at its edges from hourly rows, the partial hours from
+five-minute rows, the last few minutes at its edges and everything outside the covered span from
+``JobRun`` through the finished-at index: one query over the rollups and one over ``JobRun`` whatever
+the range. The answer is exact for counts and runtime sums; percentiles come from the summed histograms.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ logger = logging.getLogger("monitoring.rollups")
 
 FIVE_MINUTES = int(RollupGranularity.FIVE_MINUTES)
 HOUR = int(RollupGranularity.HOUR)
-DAY = 86_400
+DAY = int(RollupGranularity.DAY)
+# Coarsest first: ``plan`` covers a range with the largest whole buckets that fit.
+LEVELS = (DAY, HOUR, FIVE_MINUTES)
 SUM_FIELDS = (*OUTCOME_FIELDS, "runtime_sum", "runtime_count", *HISTOGRAM_FIELDS)
 # Rows whose write reached the database this long after their own updated_at stamp (buffered capture)
 # are still found by the late-write pass; later ones need ``rebuild()``.
@@ -184,17 +187,24 @@ def aggregate(since: datetime | None, until: datetime, *, step: int | None = Non
     """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue).
 
     ``step`` is None (one bucket, key ``None``), ``HOUR`` or ``DAY`` (UTC). ``since=None`` means from
-    the first record. The number of queries is at most six whatever the range or table size.
+    the first record. Three queries whatever the range or table size: the covered span, one over the
+    rollup rows of every granularity the range needs, one over the ``JobRun`` rows at its edges.
     """
     state = RollupState.objects.filter(pk=1).first()
-    result: dict[Key, Figures] = {}
-    for kind, granularity, start, end in plan(since, until, state):
+    raw, rolled = Q(), Q()
+    for kind, granularity, start, end in plan(since, until, state, step=step):
         if kind == "raw":
-            qs = _finished_between(start, end)
-            column, sums = "finished_at", _jobrun_sums()
+            bounds = Q(finished_at__lt=end) if start is None else Q(finished_at__gte=start, finished_at__lt=end)
+            raw |= bounds
         else:
-            qs = JobRollup.objects.filter(granularity=granularity, bucket__gte=start, bucket__lt=end).order_by()
-            column, sums = "bucket", _rollup_sums()
+            rolled |= Q(granularity=granularity, bucket__gte=start, bucket__lt=end)
+    sources = []
+    if rolled:
+        sources.append((JobRollup.objects.filter(rolled).order_by(), "bucket", _rollup_sums()))
+    if raw:
+        sources.append((_finished_between(None, None).filter(raw), "finished_at", _jobrun_sums()))
+    result: dict[Key, Figures] = {}
+    for qs, column, sums in sources:
         group = ["task_name", "queue"]
         if step is not None:
             qs = qs.annotate(step_start=_trunc(column, step))
@@ -212,29 +222,23 @@ def aggregate(since: datetime | None, until: datetime, *, step: int | None = Non
 Segment = tuple[str, int | None, datetime | None, datetime]
 
 
-def plan(since: datetime | None, until: datetime, state: RollupState | None) -> list[Segment]:
-    """Split ``[since, until)`` into hourly, five-minute and raw (``JobRun``) segments."""
+def plan(since: datetime | None, until: datetime, state: RollupState | None, *,
+         step: int | None = None) -> list[Segment]:
+    """Split ``[since, until)`` into daily, hourly, five-minute and raw (``JobRun``) segments.
+
+    Buckets coarser than ``step`` are not used: a day's row cannot be split into hourly points.
+    """
     lo = state.covered_from if state else None
     hi = state.complete_until if state else None
     if lo is None or hi is None or lo >= hi or (since is not None and since >= hi) or until <= lo:
         return [("raw", None, since, until)]
-    segments: list[Segment] = []
     start = lo if since is None or since < lo else since
     end = min(until, hi)
+    levels = tuple(level for level in LEVELS if step is None or level <= step)
+    segments: list[Segment] = []
     if since is None or since < lo:
         segments.append(("raw", None, since, lo))
-    h0, h1 = ceil_time(start, HOUR), floor_time(end, HOUR)
-    pieces = [(start, h0), (h1, end)] if h0 < h1 else [(start, end)]
-    for index, (a, b) in enumerate(pieces):
-        if index == 1:
-            segments.append(("rollup", HOUR, h0, h1))
-        if a >= b:
-            continue
-        m0, m1 = ceil_time(a, FIVE_MINUTES), floor_time(b, FIVE_MINUTES)
-        if m0 < m1:
-            segments += [("raw", None, a, m0), ("rollup", FIVE_MINUTES, m0, m1), ("raw", None, m1, b)]
-        else:
-            segments.append(("raw", None, a, b))
+    segments += _cover(start, end, levels)
     if end < until:
         segments.append(("raw", None, end, until))
     merged: list[Segment] = []
@@ -249,10 +253,21 @@ def plan(since: datetime | None, until: datetime, state: RollupState | None) -> 
     return merged
 
 
+def _cover(start: datetime, end: datetime, levels: tuple[int, ...]) -> list[Segment]:
+    """The whole buckets of the coarsest level inside ``[start, end)``, the edges from finer levels."""
+    if not levels:
+        return [("raw", None, start, end)]
+    size, finer = levels[0], levels[1:]
+    first, last = ceil_time(start, size), floor_time(end, size)
+    if first >= last:
+        return _cover(start, end, finer)
+    return [*_cover(start, first, finer), ("rollup", size, first, last), *_cover(last, end, finer)]
+
+
 # --- maintaining -----------------------------------------------------------------------------------------
 
 def recompute(start: datetime, end: datetime) -> int:
-    """Rewrite the five-minute buckets in ``[start, end)`` from ``JobRun`` and the hours they touch.
+    """Rewrite the five-minute buckets in ``[start, end)`` from ``JobRun`` and the hours and days they touch.
 
     ``start`` and ``end`` are rounded outward to five minutes. Returns the number of rows written.
     """
@@ -272,7 +287,14 @@ def recompute(start: datetime, end: datetime) -> int:
         hourly = [_rollup(HOUR, row["hour"], row) for row in hours]
         JobRollup.objects.filter(granularity=HOUR, bucket__gte=h0, bucket__lt=h1).delete()
         JobRollup.objects.bulk_create(hourly, batch_size=2_000)
-    return len(slots) + len(hourly)
+        d0, d1 = floor_time(start, DAY), ceil_time(end, DAY)
+        days = (JobRollup.objects.filter(granularity=HOUR, bucket__gte=d0, bucket__lt=d1).order_by()
+                .annotate(day=_trunc("bucket", DAY)).values("day", "task_name", "queue")
+                .annotate(**_rollup_sums()))
+        daily = [_rollup(DAY, row["day"], row) for row in days]
+        JobRollup.objects.filter(granularity=DAY, bucket__gte=d0, bucket__lt=d1).delete()
+        JobRollup.objects.bulk_create(daily, batch_size=2_000)
+    return len(slots) + len(hourly) + len(daily)
 
 
 def _rollup(granularity: int, bucket: datetime, row: dict[str, Any]) -> JobRollup:
