@@ -54,7 +54,7 @@ def drop_search_index(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("monitoring", "0002_roles")]
+    dependencies = [("monitoring", "0004_default_alert_rules")]
     operations = [
         migrations.AlterField(
             model_name="jobrollup",
