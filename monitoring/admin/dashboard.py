@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import conf, control, metrics
+from .. import alerts, conf, control, metrics
 from ..api.permissions import can_act
 from ..audit import Actor
 from ..models import AuditSource, JobRun
@@ -210,6 +210,7 @@ class JobsDashboardMixin:
             "trend_series": _overall_series(trends, task),
             "job_types": job_types,
             "timeline": timeline, "overlap_groups": overlaps["groups"],
+            "open_alerts": alerts.open_alerts(limit=LIST_SIZE),
             "stuck": stuck, "stuck_after": conf.get("STUCK_AFTER"),
             "errors": errors,
             "recent": list(recent[:LIST_SIZE]),

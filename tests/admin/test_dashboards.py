@@ -186,3 +186,24 @@ def test_batch_actions_refuse_viewers(viewer_client, db):
     for name in ("retry", "cancel"):
         assert viewer_client.post(reverse(f"admin:batches_batchjob_{name}", args=[job.pk])).status_code == 403
     assert not AuditEvent.objects.exists()
+
+
+def test_jobs_dashboard_lists_the_open_alerts_most_severe_first(viewer_client, db):
+    from monitoring import alerts, rollups
+
+    now = timezone.now()
+    for minutes in range(5, 35, 5):
+        job_run(task_name="app.report", state=JobState.FAILURE, exception_type="Timeout",
+                created_at=now - timedelta(minutes=minutes))
+    rollups.rebuild(now - timedelta(hours=2), now)
+    alerts.evaluate(now=now)
+    expected = alerts.open_alerts()
+    assert expected["count"] >= 1 and "High error rate" in {a["rule_name"] for a in expected["alerts"]}
+
+    page = viewer_client.get(DASHBOARD).content.decode()
+    section = page[page.index('id="jm-alerts"'):page.index('aria-labelledby="jm-queues-title"')]
+    assert f"Open alert{'s' if expected['count'] != 1 else ''} ({expected['count']})" in section
+    assert "High error rate" in section
+    names = [a["rule_name"] for a in expected["alerts"]]
+    positions = [section.index(name) for name in names]
+    assert positions == sorted(positions)  # the order of the service: most severe first
