@@ -172,7 +172,7 @@ def test_migration_backfills_daily_rows_from_hourly_rows():
 
     from django.apps import apps
 
-    migration = import_module("monitoring.migrations.0003_read_perf")
+    migration = import_module("monitoring.migrations.0005_read_perf")
     seed_history(count=200, days=3)
     rollups.rebuild(NOW - timedelta(days=4), NOW)
     before = sorted(JobRollup.objects.filter(granularity=rollups.DAY).values_list(
