@@ -108,7 +108,6 @@ class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("dashboard/", view(self.dashboard_view), name=f"{prefix}_dashboard"),
-            path("export/", view(self.export_filtered_view), name=f"{prefix}_export"),
             path("<path:object_id>/retry/", view(self.retry_view), name=f"{prefix}_retry"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name=f"{prefix}_cancel"),
             *super().get_urls(),
@@ -118,8 +117,7 @@ class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
         return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return super().changelist_view(request, {**(extra_context or {}), "dashboard_url": self._url("dashboard"),
-                                                 "export_url": self._url("export")})
+        return super().changelist_view(request, {**(extra_context or {}), "dashboard_url": self._url("dashboard")})
 
     def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
                         extra_context: dict | None = None) -> HttpResponse:
@@ -307,14 +305,6 @@ class AIProcessingRequestAdmin(CsvExportMixin, BigTableAdmin):
     def metadata_json(self, request_row: AIProcessingRequest) -> str:
         return pretty_json(request_row.metadata)
 
-    def get_urls(self) -> list[Any]:
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
-        return [path("export/", self.admin_site.admin_view(self.export_filtered_view), name=f"{prefix}_export"),
-                *super().get_urls()]
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        export = reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_export")
-        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})
 
 
 @admin.register(PipelineRun)

@@ -20,7 +20,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Max, Min, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -238,6 +239,16 @@ class CsvExportMixin:
     @admin.action(permissions=["view"], description=_("Export selected rows as CSV"))
     def export_selected_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
         return self.export_response(request, queryset)
+
+    def get_urls(self) -> list[Any]:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"  # type: ignore[attr-defined]
+        view = self.admin_site.admin_view(self.export_filtered_view)  # type: ignore[attr-defined]
+        return [path("export/", view, name=f"{prefix}_export"), *super().get_urls()]  # type: ignore[misc]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        opts = self.opts  # type: ignore[attr-defined]
+        export = reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_export")  # type: ignore[attr-defined]
+        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})  # type: ignore[misc]
 
     def export_filtered_view(self, request: HttpRequest) -> StreamingHttpResponse:
         """The changelist's current filters and search, as CSV (``ADMIN_EXPORT_MAX_ROWS`` rows at most)."""

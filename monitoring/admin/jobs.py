@@ -104,8 +104,7 @@ class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
         return queryset.filter(task_name__in=names), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard"),
-                         "export_url": self._url("export")}
+        extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard")}
         return super().changelist_view(request, extra_context)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
@@ -119,7 +118,6 @@ class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             *self.dashboard_urls(),
-            path("export/", view(self.export_filtered_view), name=f"{prefix}_export"),
             path("bulk/<int:operation_id>/confirm/", view(self.confirm_bulk_view), name=f"{prefix}_bulk_confirm"),
             path("<path:object_id>/retry/", view(self.retry_view), name=f"{prefix}_retry"),
             path("<path:object_id>/cancel/", view(self.cancel_view), name=f"{prefix}_cancel"),
@@ -256,14 +254,6 @@ class AuditEventAdmin(CsvExportMixin, BigTableAdmin):
     def new_task_ids_json(self, event: AuditEvent) -> str:
         return pretty_json(event.new_task_ids)
 
-    def get_urls(self) -> list[Any]:
-        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
-        return [path("export/", self.admin_site.admin_view(self.export_filtered_view), name=f"{prefix}_export"),
-                *super().get_urls()]
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        export = reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_export")
-        return super().changelist_view(request, {**(extra_context or {}), "export_url": export})
 
 
 @admin.register(BulkOperation)
