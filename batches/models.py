@@ -72,7 +72,9 @@ class AIProcessingRequest(models.Model):
     body = models.JSONField(_("request body"))
     line_bytes = models.PositiveIntegerField(_("JSONL line size"), default=0, editable=False,
                                              help_text=_("Bytes of this request's line in the input file."))
-    custom_id = models.CharField(_("custom id"), max_length=64, unique=True, default=new_custom_id)
+    # Unique through Meta.constraints, not unique=True: on PostgreSQL that would add a second (LIKE pattern) index,
+    # one more entry for each of the 100,000s of rows the claim and process rewrite; lookups are exact only.
+    custom_id = models.CharField(_("custom id"), max_length=64, default=new_custom_id)
     metadata = models.JSONField(_("metadata"), default=dict, blank=True,
                                 help_text=_("Host references, e.g. the chat session this request analyses."))
     status = models.CharField(_("status"), max_length=24, choices=RequestStatus.choices,
@@ -112,6 +114,7 @@ class AIProcessingRequest(models.Model):
             models.Index(fields=["job_type", "requested_at"], name="batches_req_jobtype_idx"),
             models.Index(fields=["requested_at"], name="batches_req_requested_idx"),
         ]
+        constraints = [models.UniqueConstraint(fields=["custom_id"], name="batches_req_custom_id_uniq")]
 
     def __str__(self) -> str:
         return f"{self.job_type} {self.custom_id} ({self.status})"

@@ -13,7 +13,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -209,74 +209,121 @@ def _bulk_update(objs: list[Any], fields: list[str]) -> None:
 
 # --- create -----------------------------------------------------------------------------------------------
 
+# What a claim hands to submission: one new local batch's job fields and, until its file is built, its rows.
+_ClaimRow = tuple[int, int, str, str, str, int, datetime, str, str]  # id, company, model, endpoint, job_type,
+#                                                                     line_bytes, requested_at, custom_id, body
+
+
 def create_batches(*, now: datetime | None = None) -> StepResult:
-    """Claim pending requests into batches per company + model + endpoint and submit them to the provider."""
+    """Claim pending requests into batches per company + model + endpoint and submit them to the provider.
+
+    The provider calls overlap the database work: each new batch's input file is built and uploaded on the
+    thread pool while the claim's UPDATE of the request rows runs in PostgreSQL, and each batch is created as
+    soon as the claim has committed and its upload has finished.
+    """
     now = now or timezone.now()
     with _metered(PipelineStep.CREATE) as result:
         clock = time.perf_counter()
-        claimed = _claim_pending(now)
-        claim_seconds = round(time.perf_counter() - clock, 3)
         circuit = _Circuit(now)
-        if circuit.open:
-            result.detail.update(claimed_batches=claimed, skipped="circuit open", claim_seconds=claim_seconds)
-            return result
-        jobs = _lease_local_batches(now)
-        submitted, errors = _submit(jobs, now, circuit)
+        provider = get_provider()
+        pool = ThreadPoolExecutor(max_workers=max(1, conf.get("CONCURRENCY")), thread_name_prefix="batches")
+        uploads: dict[int, Future[str | ProviderError]] = {}
+
+        def upload(job_id: int, rows: list[_ClaimRow]) -> None:
+            uploads[job_id] = pool.submit(_attempt, lambda: provider.upload_file(f"batchjob-{job_id}.jsonl",
+                                                                                 _input_file(rows)))
+
+        try:
+            jobs = _claim_pending(now, None if circuit.open else upload)
+            claim_seconds = round(time.perf_counter() - clock, 3)
+            if circuit.open:
+                result.detail.update(claimed_batches=len(jobs), skipped="circuit open", claim_seconds=claim_seconds)
+                return result
+            submitted, errors = _submit([*jobs, *_lease_local_batches(now)], uploads, pool, now, circuit)
+        finally:
+            # After a failed claim, uploads not started yet are dropped; the files already uploaded are orphans
+            # at the provider (no batch refers to them) and the requests stay pending.
+            pool.shutdown(wait=True, cancel_futures=True)
         circuit.save()
         result.items, result.errors = sum(j["request_count"] for j in submitted), errors
-        # Where a slow run spent its time: the database claim, or building files and calling the provider.
-        result.detail.update(claimed_batches=claimed, submitted_batches=len(submitted), claim_seconds=claim_seconds,
+        # Where a slow run spent its time: the claim in the database (uploads already running meanwhile), or
+        # the provider calls that remained once it had committed.
+        result.detail.update(claimed_batches=len(jobs), submitted_batches=len(submitted), claim_seconds=claim_seconds,
                              submit_seconds=round(time.perf_counter() - clock - claim_seconds, 3))
     return result
 
 
-def _claim_pending(now: datetime) -> int:
-    """Move eligible pending requests into new local batches (FOR UPDATE SKIP LOCKED); return batches made."""
+def _attempt(call: Callable[[], T]) -> T | ProviderError:
+    """Run one provider call on the pool: a ProviderError is returned, not raised."""
+    try:
+        return call()
+    except ProviderError as exc:
+        return exc
+
+
+def _claim_pending(now: datetime, upload: Callable[[int, list[_ClaimRow]], None] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Move eligible pending requests into new local batches (FOR UPDATE SKIP LOCKED) and return those batches.
+
+    ``upload(batch_id, rows)`` is called for each new batch once its row exists and before the requests are
+    rewritten, so the caller can start the batch's upload while PostgreSQL works. The new batches are leased to
+    this run (``submit_started_at``) in the claim's own transaction: no other run submits them meanwhile.
+    """
     companies = active_companies()
     if not companies:
-        return 0
+        return []
     default_size, default_wait = conf.get("MIN_BATCH_SIZE"), conf.get("MAX_WAIT")
     max_requests, max_bytes = conf.get("MAX_REQUESTS_PER_BATCH"), conf.get("MAX_FILE_BYTES")
     with transaction.atomic():
         # Another scheduler's claim holds its rows locked until it commits: we skip them instead of waiting,
-        # so two schedulers never batch a request twice.
-        rows = list(
+        # so two schedulers never batch a request twice. The bodies come along (as text, not parsed): building
+        # the input files needs no second read of the rows.
+        rows: list[_ClaimRow] = list(
             AIProcessingRequest.objects.pending().filter(company_id__in=list(companies))
             .order_by("-priority", "requested_at", "id")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "company_id", "model", "endpoint", "job_type", "line_bytes", "requested_at")
+            .annotate(body_text=Cast("body", TextField()))
+            .values_list("id", "company_id", "model", "endpoint", "job_type", "line_bytes", "requested_at",
+                         "custom_id", "body_text")
             [: conf.get("MAX_CLAIM_PER_RUN")])
-        groups: dict[tuple[int, str, str], list[tuple]] = defaultdict(list)
+        groups: dict[tuple[int, str, str], list[_ClaimRow]] = defaultdict(list)
         for row in rows:
             groups[(row[1], row[2], row[3])].append(row)
         jobs: list[BatchJob] = []
-        members: list[list[int]] = []
+        members: list[list[_ClaimRow]] = []
+        provider = get_provider().name
         for (company_id, model, endpoint), group in groups.items():
             size, wait = companies[company_id]
             oldest = min(r[6] for r in group)
             if len(group) < (size or default_size) and oldest > now - timedelta(seconds=wait or default_wait):
                 continue
-            chunk: list[tuple] = []
+            chunk: list[_ClaimRow] = []
             chunk_bytes = 0
             for row in [*group, None]:
                 if row is None or len(chunk) >= max_requests or chunk_bytes + row[5] > max_bytes:
                     if chunk:
                         job_types = {r[4] for r in chunk}
                         jobs.append(BatchJob(company_id=company_id, model=model, endpoint=endpoint,
-                                             provider=get_provider().name, request_count=len(chunk),
+                                             provider=provider, request_count=len(chunk),
                                              job_type=job_types.pop() if len(job_types) == 1 else "mixed",
-                                             created_at=now, status_history=[{"status": "pending",
-                                                                              "at": now.isoformat()}]))
-                        members.append([r[0] for r in chunk])
+                                             created_at=now, submit_started_at=now,
+                                             status_history=[{"status": "pending", "at": now.isoformat()}]))
+                        members.append(chunk)
                     chunk, chunk_bytes = [], 0
                 if row is not None:
                     chunk.append(row)
                     chunk_bytes += row[5]
         if not jobs:
-            return 0
+            return []
         jobs = BatchJob.objects.bulk_create(jobs)
-        _assign(jobs, members)
-    return len(jobs)
+        if upload is not None:
+            for job, chunk in zip(jobs, members, strict=True):
+                upload(job.pk, chunk)
+        _assign(jobs, [[r[0] for r in chunk] for chunk in members])
+    # submit_started_at None: no earlier run tried to submit these, so there is nothing to adopt.
+    return [{"id": job.pk, "company_id": job.company_id, "endpoint": job.endpoint, "job_type": job.job_type,
+             "request_count": job.request_count, "submit_started_at": None, "status_history": job.status_history,
+             "provider_error_count": 0} for job in jobs]
 
 
 def _assign(jobs: list[BatchJob], members: list[list[int]]) -> None:
@@ -300,7 +347,7 @@ def _assign(jobs: list[BatchJob], members: list[list[int]]) -> None:
 
 
 def _lease_local_batches(now: datetime) -> list[dict[str, Any]]:
-    """Take the submission lease of local batches (new ones, and ones a crashed run left behind)."""
+    """Take the submission lease of local batches an earlier run left: failed to submit, or crashed."""
     cutoff = now - timedelta(seconds=conf.get("SUBMIT_LEASE"))
     with transaction.atomic():
         jobs = list(BatchJob.objects.local()
@@ -313,30 +360,40 @@ def _lease_local_batches(now: datetime) -> list[dict[str, Any]]:
     return jobs
 
 
+def _input_line(custom_id: str, endpoint: str, body: str) -> bytes:
+    return b'{"custom_id":%b,"method":"POST","url":%b,"body":%b}\n' % (orjson.dumps(custom_id),
+                                                                      orjson.dumps(endpoint), body.encode())
+
+
+def _input_file(rows: list[_ClaimRow]) -> bytes:
+    """A new batch's JSONL input file from its claimed rows (bodies as the database's JSON text)."""
+    return b"".join(_input_line(r[7], r[3], r[8]) for r in rows)
+
+
 def _input_files(job_ids: list[int]) -> dict[int, bytes]:
-    """Build each batch's JSONL input file from its requests (bodies read as text, not re-parsed)."""
+    """Build the JSONL input files of batches an earlier run left unsubmitted, from their requests."""
     lines: dict[int, list[bytes]] = defaultdict(list)
     rows = (AIProcessingRequest.objects.filter(batch_id__in=job_ids, status=RequestStatus.BATCHING_IN_PROGRESS)
             .annotate(body_text=Cast("body", TextField()))
             .values_list("batch_id", "custom_id", "endpoint", "body_text"))
     for batch_id, custom_id, endpoint, body in rows.iterator(chunk_size=10_000):
-        lines[batch_id].append(b'{"custom_id":%b,"method":"POST","url":%b,"body":%b}\n'
-                               % (orjson.dumps(custom_id), orjson.dumps(endpoint), body.encode()))
+        lines[batch_id].append(_input_line(custom_id, endpoint, body))
     return {batch_id: b"".join(group) for batch_id, group in lines.items()}
 
 
-def _submit(jobs: list[dict[str, Any]], now: datetime, circuit: _Circuit) -> tuple[list[dict[str, Any]], int]:
-    """Upload and create each leased batch; adopt batches a crashed run already created at the provider."""
+def _submit(jobs: list[dict[str, Any]], uploads: dict[int, Future[str | ProviderError]], pool: ThreadPoolExecutor,
+            now: datetime, circuit: _Circuit) -> tuple[list[dict[str, Any]], int]:
+    """Upload (unless already uploading) and create each leased batch; adopt batches a crashed run created."""
     if not jobs:
         return [], 0
     provider = get_provider()
-    files = _input_files([j["id"] for j in jobs])
     adopted: dict[str, ProviderBatch] = {}
     errors = 0
-    if any(j["submit_started_at"] for j in jobs):
+    resumed = [j for j in jobs if j["submit_started_at"]]
+    if resumed:
         # A previous run may have crashed after the provider created the batch but before we saved its id:
         # find it by the metadata we tag every batch with, rather than creating a duplicate.
-        oldest = min(j["submit_started_at"] for j in jobs if j["submit_started_at"])
+        oldest = min(j["submit_started_at"] for j in resumed)
         try:
             for batch in provider.list_batches():
                 if batch.metadata.get(METADATA_KEY):
@@ -346,19 +403,41 @@ def _submit(jobs: list[dict[str, Any]], now: datetime, circuit: _Circuit) -> tup
             circuit.record(None)
         except ProviderError as exc:
             circuit.record(exc)
-            _record_failures(jobs, exc)
-            return [], len(jobs)
+            _record_failures(resumed, exc)
+            errors += len(resumed)
+            jobs = [j for j in jobs if not j["submit_started_at"]]
+    by_id = {j["id"]: j for j in jobs}
+    outcomes: dict[int, tuple[str, ProviderBatch] | ProviderError] = {}
+    for job in jobs:
+        if (batch := adopted.get(str(job["id"]))) is not None:
+            outcomes[job["id"]] = (batch.input_file_id, batch)
+    files = _input_files([j["id"] for j in jobs if j["id"] not in uploads and j["id"] not in outcomes])
+    for job_id, content in files.items():
+        uploads[job_id] = pool.submit(_attempt, lambda job_id=job_id, content=content: provider.upload_file(
+            f"batchjob-{job_id}.jsonl", content))
 
-    def submit(job: dict[str, Any]) -> tuple[str, ProviderBatch]:
-        if str(job["id"]) in adopted:
-            batch = adopted[str(job["id"])]
-            return batch.input_file_id, batch
-        file_id = provider.upload_file(f"batchjob-{job['id']}.jsonl", files.get(job["id"], b""))
+    # Create each batch as soon as its file is up; the creates queue behind the uploads still running.
+    creates: dict[Future[ProviderBatch | ProviderError], tuple[int, str]] = {}
+    waiting = {future: job_id for job_id, future in uploads.items() if job_id in by_id}
+    for future in as_completed(waiting):
+        job = by_id[waiting[future]]
+        file_id = future.result()
+        if isinstance(file_id, ProviderError):
+            outcomes[job["id"]] = file_id
+            continue
         metadata = {METADATA_KEY: str(job["id"]), "company": str(job["company_id"]), "job_type": job["job_type"]}
-        return file_id, provider.create_batch(file_id, job["endpoint"], metadata)
+        creates[pool.submit(_attempt, lambda file_id=file_id, job=job, metadata=metadata: provider.create_batch(
+            file_id, job["endpoint"], metadata))] = (job["id"], file_id)
+    for future in as_completed(creates):
+        job_id, file_id = creates[future]
+        batch = future.result()
+        outcomes[job_id] = batch if isinstance(batch, ProviderError) else (file_id, batch)
 
     updates, submitted = [], []
-    for job, outcome in _parallel(submit, [j for j in jobs if j["id"] in files]):
+    for job in jobs:
+        if job["id"] not in outcomes:  # a local batch whose requests are all gone (cancelled or retried)
+            continue
+        outcome = outcomes[job["id"]]
         if isinstance(outcome, ProviderError):
             circuit.record(outcome)
             errors += 1

@@ -92,13 +92,14 @@ class StandinServer(ThreadingHTTPServer):
             "in_progress_at": None, "expires_at": int(now) + WINDOW, "finalizing_at": None, "completed_at": None,
             "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": payload.get("metadata") or {},
-            "model": None, "usage": None, "_t0": now, "_lines": [], "_markers": set(),
+            "model": None, "usage": None, "_t0": now, "_lines": [], "_markers": set(), "_errors": None,
         }
-        self._validate(batch)
         self.batches[batch["id"]] = batch
         return batch
 
     def _validate(self, batch: dict[str, Any]) -> None:
+        """Read the input file's lines (the real API does this while the batch is ``validating``, not in the
+        create call, which answers at once: so the create call here costs no per-line work either)."""
         content = self.files[batch["input_file_id"]]["content"]
         errors, lines, seen, models = [], [], set(), set()
         for number, raw in enumerate(content.splitlines(), start=1):
@@ -141,6 +142,8 @@ class StandinServer(ThreadingHTTPServer):
                 self._finish(batch, "cancelled", now)
             return
         if batch["status"] == "validating" and elapsed >= step:
+            if batch["_errors"] is None:
+                self._validate(batch)
             if batch["_errors"]:
                 batch.update(status="failed", failed_at=int(now),
                              errors={"object": "list", "data": batch["_errors"]})

@@ -208,7 +208,10 @@ def test_two_concurrent_create_runs_never_batch_a_request_twice(standin):
     assert set(AIProcessingRequest.objects.values_list("attempts", flat=True)) == {1}
     # The provider received each request exactly once.
     assert len(standin.batches) == BatchJob.objects.count()
-    assert sum(len(b["_lines"]) for b in standin.batches.values()) == 120
+    # (Counted in the input files: the stand-in, like the API, reads their lines only while validating.)
+    lines = [line for b in standin.batches.values()
+             for line in standin.files[b["input_file_id"]]["content"].splitlines()]
+    assert len(lines) == len(set(lines)) == 120
 
 
 @pytest.mark.django_db(transaction=True)
@@ -439,3 +442,32 @@ def test_all_requests_stay_accounted_for_in_one_transaction(standin):
         raise RuntimeError("crash inside the claim transaction")
     assert not BatchJob.objects.exists()
     assert set(status_of(requests).values()) == {RequestStatus.PENDING_BATCHING}
+
+
+def test_uploads_start_during_the_claim_and_batches_are_created_only_after_it(standin, monkeypatch):
+    """Files go up while PostgreSQL rewrites the claimed rows; a claim that fails creates no provider batch."""
+    acme = company()
+    requests = submit(acme, [f"r{i}" for i in range(10)])
+    assign = pipeline._assign
+    seen = {}
+
+    def failing_assign(jobs, members):
+        wait_until(lambda: len(standin.files) == 1, timeout=5)  # the upload ran before the rows were rewritten
+        seen["batches_at_provider"] = len(standin.batches)
+        assign(jobs, members)
+        raise RuntimeError("database gone before the claim committed")
+
+    monkeypatch.setattr(pipeline, "_assign", failing_assign)
+    with pytest.raises(RuntimeError):
+        pipeline.create_batches()
+    assert seen == {"batches_at_provider": 0}
+    assert not standin.batches and not BatchJob.objects.exists()
+    assert set(status_of(requests).values()) == {RequestStatus.PENDING_BATCHING}
+
+    monkeypatch.setattr(pipeline, "_assign", assign)
+    now = timezone.now()
+    pipeline.create_batches(now=now)
+    job = BatchJob.objects.get()
+    # The claim leased its batch (no other run may submit it meanwhile) and the submission kept the lease.
+    assert job.submit_started_at == now and job.status == BatchStatus.VALIDATING
+    assert len(standin.batches) == 1
