@@ -1,0 +1,121 @@
+"""The jobs list's free-text search, index-backed on PostgreSQL without making capture writes dearer.
+
+A term matches a job when any of these holds:
+
+- it is the job's task id (exact);
+- it is part of the task name or of the exception type (case-insensitive substring). These columns hold a
+  few dozen distinct values, so the term is matched against those values in Python first (a loose index
+  scan lists them) and the rows are found with ``IN (...)`` through the columns' indexes;
+- every word of the term is a word of the arguments, the keyword arguments (keys and values) or the
+  exception message, and its last word may be the beginning of one (full-text search, PostgreSQL's
+  ``simple`` configuration: no stemming, no stop words, lower-cased). Words are split the way
+  PostgreSQL's text-search parser splits them: an email address, a host name or a dotted number is one
+  word (``user7@example.com``), other punctuation separates words (``done_ok`` is ``done`` and ``ok``). A
+  term without blanks also matches as the beginning of one word, so ``ann@example`` finds
+  ``ann@example.com``. The words may come from different fields of the job.
+
+Why not substring search over the arguments: a trigram index made every capture write 40-100% dearer
+(each capture upsert is a non-HOT update that re-inserts all of a row's index entries) and common
+trigrams kept searches slow (bench/RESULTS.md). The full-text index here is partial on finished rows, so a
+row enters it once, when it finishes; the few unfinished rows are matched directly through the
+``finished_at`` index. On databases other than PostgreSQL the search is a plain substring match on each
+field (unindexed).
+"""
+
+from __future__ import annotations
+
+from django.db import connections
+from django.db.models import BooleanField, Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from . import metrics
+from .models import JobRun
+
+INDEX_NAME = "jobrun_search_idx"
+# Distinct task names / exception types matched in Python; past this many the column is scanned instead.
+MAX_DISTINCT = 1_000
+# Unfinished matches looked up first and passed by id; past this many they are matched in the page query.
+MAX_ACTIVE_IDS = 1_000
+
+# The words of a job (migration 0006_search defines the function and its index). The planner uses an
+# expression index only for a query that repeats the expression exactly.
+DOCUMENT = "monitoring_jobrun_search_document(exception_message, args, kwargs)"
+# The same words computed inline, for the unfinished rows the partial index leaves out. It must differ
+# from DOCUMENT: PostgreSQL rewrites "(a AND m) OR (b AND m)" into "m AND (a OR b)", which no partial
+# index can answer.
+ACTIVE_DOCUMENT = ("(COALESCE(jsonb_to_tsvector('simple'::regconfig, args, '\"all\"'::jsonb), ''::tsvector)"
+                   " || COALESCE(jsonb_to_tsvector('simple'::regconfig, kwargs, '\"all\"'::jsonb), ''::tsvector)"
+                   " || to_tsvector('simple'::regconfig, exception_message))")
+# The term's words, the last one as a prefix: plainto_tsquery splits the term with the same parser as the
+# documents ("'a' & 'b'"), and ":*" goes after the final quote. Earlier words stay whole: a prefix of a
+# common word ("query:*") makes the index read every posting list it starts, a whole word does not.
+_WORDS_QUERY = r"regexp_replace(plainto_tsquery('simple'::regconfig, %s)::text, '''$', ''':*')::tsquery"
+
+
+def _has_word(term: str) -> bool:
+    # Without a letter or digit the parser finds no word: an empty query, which matches nothing and makes
+    # PostgreSQL log a notice per row.
+    return any(ch.isalnum() for ch in term)
+
+
+def _whole_term_lexeme(term: str) -> str:
+    """``term`` lower-cased as one quoted tsquery prefix lexeme (quotes doubled, backslashes escaped)."""
+    return "'" + term.lower().replace("\\", "\\\\").replace("'", "''") + "':*"
+
+
+def text_query(term: str) -> tuple[str, list[str]]:
+    """SQL (and parameters) of the tsquery that finds ``term``'s words (the last one as a prefix)."""
+    if any(ch.isspace() for ch in term):
+        return _WORDS_QUERY, [term]
+    return f"({_WORDS_QUERY} || %s::tsquery)", [term, _whole_term_lexeme(term)]
+
+
+def _matches(document: str, term: str) -> Q:
+    sql, params = text_query(term)
+    return Q(RawSQL(f"{document} @@ {sql}", params, output_field=BooleanField()))
+
+
+def _containing(column: str, term: str) -> Q | None:
+    """Rows whose ``column`` contains ``term``: ``IN`` over the matching distinct values, None if none match."""
+    values = metrics.distinct_values(column, limit=MAX_DISTINCT + 1)
+    if len(values) > MAX_DISTINCT:  # not the low-cardinality column this plan assumes: scan it
+        return Q(**{f"{column}__icontains": term})
+    needle = term.lower()
+    matching = [value for value in values if needle in value.lower()]
+    return Q(**{f"{column}__in": matching}) if matching else None
+
+
+def _unfinished_matches(qs: QuerySet[JobRun], term: str) -> Q:
+    """The unfinished rows whose words match, by id when few (found through the ``finished_at`` index).
+
+    Passing ids keeps every branch of the search an exact index condition, so PostgreSQL need not re-check
+    the whole condition on each row the full-text index found, which would recompute the row's words.
+    """
+    condition = Q(finished_at__isnull=True) & _matches(ACTIVE_DOCUMENT, term)
+    ids = list(JobRun.objects.using(qs.db).filter(condition).order_by().values_list("id", flat=True)
+               [:MAX_ACTIVE_IDS + 1])
+    return condition if len(ids) > MAX_ACTIVE_IDS else Q(id__in=ids)
+
+
+def search_jobs(qs: QuerySet[JobRun], term: str) -> QuerySet[JobRun]:
+    """Filter ``qs`` to the jobs ``term`` matches (see the module docstring for the rules); blank: all."""
+    term = term.strip()
+    if not term:
+        return qs
+    if connections[qs.db].vendor != "postgresql":
+        return qs.filter(Q(task_id=term) | Q(task_name__icontains=term) | Q(exception_type__icontains=term)
+                         | Q(exception_message__icontains=term) | Q(args__icontains=term)
+                         | Q(kwargs__icontains=term))
+    # Cheap branches first: where the planner walks the created_at index and filters (common terms), a row
+    # computes its words only when no other branch matched it.
+    condition = Q(task_id=term)
+    names = _containing("task_name", term)
+    if names is not None:
+        condition |= names
+    types = _containing("exception_type", term)
+    if types is not None:  # IN over non-empty values: the partial exception-type index answers it
+        condition |= types
+    if _has_word(term):
+        condition |= _unfinished_matches(qs, term)
+        condition |= Q(finished_at__isnull=False) & _matches(DOCUMENT, term)
+    return qs.filter(condition)
