@@ -24,9 +24,12 @@ field (unindexed).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import connections
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from . import metrics
 from .models import JobRun
@@ -34,6 +37,8 @@ from .models import JobRun
 INDEX_NAME = "jobrun_search_idx"
 # Distinct task names / exception types matched in Python; past this many the column is scanned instead.
 MAX_DISTINCT = 1_000
+# Windows of recent rows a newest-first page of a common term is looked for in, before the whole table.
+WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))
 # Unfinished matches looked up first and passed by id; past this many they are matched in the page query.
 MAX_ACTIVE_IDS = 1_000
 
@@ -118,4 +123,26 @@ def search_jobs(qs: QuerySet[JobRun], term: str) -> QuerySet[JobRun]:
     if _has_word(term):
         condition |= _unfinished_matches(qs, term)
         condition |= Q(finished_at__isnull=False) & _matches(DOCUMENT, term)
-    return qs.filter(condition)
+    found = qs.filter(condition)
+    found.query.jobrun_search = True  # for is_search()
+    return found
+
+
+def is_search(qs: QuerySet[JobRun]) -> bool:
+    """Whether ``qs`` went through :func:`search_jobs` (the mark rides on the query, so clones keep it)."""
+    return getattr(qs.query, "jobrun_search", False)
+
+
+def newest_first(qs: QuerySet[JobRun], offset: int, count: int) -> list[JobRun]:
+    """Rows ``offset`` to ``offset + count`` of a search ordered by ``-created_at``, recent windows first.
+
+    A term matching a few thousand rows spread over months would otherwise make PostgreSQL fetch and sort
+    all of them for one page (each a random heap read). Limited to a window, the index intersection reads
+    only the window's matches; a full window holds the newest matches, as every row outside is older.
+    """
+    now = timezone.now()
+    for window in WINDOWS:
+        rows = list(qs.filter(created_at__gte=now - window)[offset:offset + count])
+        if len(rows) == count:
+            return rows
+    return list(qs[offset:offset + count])

@@ -13,9 +13,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from monitoring import metrics, search
+from monitoring.api import pagination
 from monitoring.models import JobRun, JobState
 from tests.factories import job_run
 
@@ -200,3 +202,29 @@ def test_search_page_query_count_does_not_grow_with_matches(viewer):
     # The page and its capped count; on PostgreSQL also the distinct task names, the distinct exception
     # types and the unfinished matches.
     assert small_queries == large_queries <= 5
+
+
+@postgresql_only
+def test_a_capped_search_pages_newest_first_through_recent_windows(viewer, monkeypatch):
+    monkeypatch.setattr(pagination, "SEARCH_COUNT_LIMIT", 8)
+    api = APIClient()
+    api.force_authenticate(viewer)
+    url = reverse("monitoring-api:job-list")
+    now = timezone.now()
+    # Matches within the last hour, day and week and older, and rows that do not match in between.
+    ages = [timedelta(minutes=5), timedelta(minutes=50), timedelta(hours=5), timedelta(days=3), timedelta(days=20)]
+    matches = [job_run(args=[f"needle{i}"], created_at=now - age - timedelta(seconds=i))
+               for age in ages for i in range(2)]
+    for age in ages:
+        job_run(args=["hay"], created_at=now - age + timedelta(seconds=30))
+    newest = [j.task_id for j in sorted(matches, key=lambda j: (j.created_at, j.id), reverse=True)]
+
+    for limit in (1, 2, 3, 5):
+        for page in range(1, 8 // limit + 1):
+            body = api.get(url, {"search": "needle", "limit": limit, "page": page}).json()
+            assert (body["count"], body["count_capped"]) == (8, True)
+            assert [r["task_id"] for r in body["results"]] == newest[(page - 1) * limit:page * limit], (limit, page)
+    oldest = api.get(url, {"search": "needle", "limit": 3, "ordering": "created_at"}).json()
+    assert [r["task_id"] for r in oldest["results"]] == newest[::-1][:3]
+    beyond = api.get(url, {"search": "needle", "limit": 4, "page": 3})
+    assert beyond.status_code == 400 and "cursor" in beyond.json()["page"][0]
