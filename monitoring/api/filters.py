@@ -83,3 +83,11 @@ class JobRunFilter(django_filters.FilterSet):
 
     def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return metrics.search_jobs(queryset, value)
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        # Search last, whatever the declaration order: its capped count counts branches over the queryset
+        # search_jobs receives, which must carry every other filter.
+        data = self.form.cleaned_data
+        for name in sorted(data, key=lambda field: field == "search"):
+            queryset = self.filters[name].filter(queryset, data[name])
+        return queryset

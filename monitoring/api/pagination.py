@@ -65,7 +65,10 @@ class ReadPagination(BasePagination):
         if offset >= cap:
             raise ValidationError({"page": [f"Page mode reaches the first {cap} rows; walk further with "
                                             f"cursor= (start with an empty cursor)."]})
-        counted = queryset.order_by()[:cap + 1].count() if isinstance(queryset, QuerySet) else len(queryset)
+        if searched:
+            counted = search.capped_count(queryset, cap)
+        else:
+            counted = queryset.order_by()[:cap + 1].count() if isinstance(queryset, QuerySet) else len(queryset)
         self.count_capped = isinstance(queryset, QuerySet) and counted > cap
         self.count = min(counted, cap)
         if searched and self.count_capped and queryset.query.order_by[:1] == ("-created_at",):

@@ -228,3 +228,22 @@ def test_a_capped_search_pages_newest_first_through_recent_windows(viewer, monke
     assert [r["task_id"] for r in oldest["results"]] == newest[::-1][:3]
     beyond = api.get(url, {"search": "needle", "limit": 4, "page": 3})
     assert beyond.status_code == 400 and "cursor" in beyond.json()["page"][0]
+
+
+@postgresql_only
+def test_a_branch_over_the_cap_caps_the_count_and_other_filters_still_apply(viewer, monkeypatch):
+    monkeypatch.setattr(pagination, "SEARCH_COUNT_LIMIT", 3)
+    api = APIClient()
+    api.force_authenticate(viewer)
+    url = reverse("monitoring-api:job-list")
+    for queue in ("a", "a", "a", "a", "b"):
+        job_run(state=JobState.FAILURE, queue=queue, exception_type="DeliveryError", exception_message="x")
+    job_run(queue="b", args=["delivery"])
+
+    def count(**params) -> tuple[int, bool]:
+        body = api.get(url, {"search": "delivery", **params}).json()
+        return body["count"], body["count_capped"]
+
+    assert count() == (3, True)  # 6 matches
+    assert count(queue="b") == (2, False)  # one by exception type, one by its arguments
+    assert count(queue="b", state="FAILURE") == (1, False)
