@@ -7,8 +7,8 @@ A term matches a job when any of these holds:
   few dozen distinct values, so the term is matched against those values in Python first (a loose index
   scan lists them) and the rows are found with ``IN (...)`` through the columns' indexes;
 - every word of the term is a word of the arguments, the keyword arguments (keys and values) or the
-  exception message, and its last word may be the beginning of one (full-text search, PostgreSQL's
-  ``simple`` configuration: no stemming, no stop words, lower-cased). Words are split the way
+  exception message, and its last word may be the beginning of one unless it is a number (full-text
+  search, PostgreSQL's ``simple`` configuration: no stemming, no stop words, lower-cased). Words are split the way
   PostgreSQL's text-search parser splits them: an email address, a host name or a dotted number is one
   word (``user7@example.com``), other punctuation separates words (``done_ok`` is ``done`` and ``ok``). A
   term without blanks also matches as the beginning of one word, so ``ann@example`` finds
@@ -24,6 +24,7 @@ field (unindexed).
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.db import connections
@@ -53,10 +54,13 @@ DOCUMENT = "monitoring_jobrun_search_document(exception_message, args, kwargs)"
 ACTIVE_DOCUMENT = ("(COALESCE(jsonb_to_tsvector('simple'::regconfig, args, '\"all\"'::jsonb), ''::tsvector)"
                    " || COALESCE(jsonb_to_tsvector('simple'::regconfig, kwargs, '\"all\"'::jsonb), ''::tsvector)"
                    " || to_tsvector('simple'::regconfig, exception_message))")
-# The term's words, the last one as a prefix: plainto_tsquery splits the term with the same parser as the
-# documents ("'a' & 'b'"), and ":*" goes after the final quote. Earlier words stay whole: a prefix of a
-# common word ("query:*") makes the index read every posting list it starts, a whole word does not.
-_WORDS_QUERY = r"regexp_replace(plainto_tsquery('simple'::regconfig, %s)::text, '''$', ''':*')::tsquery"
+# The term's words, the last one as a prefix unless it is a number: plainto_tsquery splits the term with
+# the same parser as the documents ("'a' & 'b'"), and ":*" goes after a final lexeme with a non-digit.
+# Earlier words and numbers stay whole: a prefix of a common word ("query:*") or of a number ("996:*",
+# every id from 996 to 9969999) makes the index read every posting list it starts.
+_WORDS_QUERY = (r"regexp_replace(plainto_tsquery('simple'::regconfig, %s)::text, "
+                r"'''([^'']*[^0-9''][^'']*)''$', '''\1'':*')::tsquery")
+_NUMBER = re.compile("[0-9]+")
 
 
 def _has_word(term: str) -> bool:
@@ -72,7 +76,7 @@ def _whole_term_lexeme(term: str) -> str:
 
 def text_query(term: str) -> tuple[str, list[str]]:
     """SQL (and parameters) of the tsquery that finds ``term``'s words (the last one as a prefix)."""
-    if any(ch.isspace() for ch in term):
+    if any(ch.isspace() for ch in term) or _NUMBER.fullmatch(term):
         return _WORDS_QUERY, [term]
     return f"({_WORDS_QUERY} || %s::tsquery)", [term, _whole_term_lexeme(term)]
 

@@ -15,8 +15,9 @@ from .params import to_utc
 ORDERINGS = ("created_at", "started_at", "finished_at")
 SEARCH_HELP = ("The exact task id, part of the task name or exception type, or words of the arguments, keyword "
                "arguments or exception message (PostgreSQL): every word of the term is a word there, the last "
-               "may be the beginning of one; case-insensitive; an email address or host name is one word "
-               "(user7@ex finds user7@example.com, example.com does not). SQLite: part of any of these fields.")
+               "may be the beginning of one unless it is a number; case-insensitive; an email address or host "
+               "name is one word (user7@ex finds user7@example.com, example.com does not). SQLite: part of any "
+               "of these fields.")
 _ISO = {"invalid": "Not an ISO 8601 timestamp. Use for example 2026-11-22T10:00:00Z."}
 
 

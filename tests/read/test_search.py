@@ -57,9 +57,11 @@ def reference_search(jobs: list[JobRun], term: str) -> set[str]:
     found = set()
     for job in jobs:
         text = words(job.exception_message) + json_words(job.args) + json_words(job.kwargs)
-        by_words = bool(wanted) and all(part in text for part in wanted[:-1]) and any(
-            w.startswith(wanted[-1]) for w in text)
-        whole = bool(wanted) and not any(ch.isspace() for ch in term) and any(w.startswith(needle) for w in text)
+        last = wanted[-1] if wanted else ""
+        by_words = bool(wanted) and all(part in text for part in wanted[:-1]) and (
+            last in text if last.isdigit() else any(w.startswith(last) for w in text))
+        whole = (bool(wanted) and not any(ch.isspace() for ch in term) and not term.isdigit()
+                 and any(w.startswith(needle) for w in text))
         if (job.task_id == term or needle in job.task_name.lower() or needle in job.exception_type.lower()
                 or by_words or whole):
             found.add(job.task_id)
@@ -96,10 +98,11 @@ TERMS = [
     "bob4@example.org",
     '"to": "bob2', "query 42", "42 query", "50%", "_ok", "ok", "true", "%", "_", "100%_", "100%_sure", "C:\\temp",
     "a\\b", "Straße", "straßen", "ZEITÜBER", "größe", "line one\nline two", "one\nline", "ab", "e", "1.5", "v2.0",
-    "2.5", "it's", "o'brien", "'", "\\", "{} ", "app.send_email TimeoutError", "zzz-nothing-like-this", "7",
+    "2.5", "it's", "o'brien", "'", "\\", "{} ", "app.send_email TimeoutError", "zzz-nothing-like-this", "7", "42",
+    "query 4", "user1@example.com 1",
 ]
-NO_MATCH = {"example", "unavail mail", "example.com", "ab", "%", "'", "\\", "{} ", "app.send_email TimeoutError",
-            "zzz-nothing-like-this"}
+NO_MATCH = {"example", "unavail mail", "query 4", "user1@example.com 1", "example.com", "ab", "%", "'", "\\",
+            "{} ", "app.send_email TimeoutError", "zzz-nothing-like-this"}
 
 
 @postgresql_only
