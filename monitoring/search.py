@@ -8,17 +8,17 @@ A term matches a job when any of these holds:
   scan lists them) and the rows are found with ``IN (...)`` through the columns' indexes;
 - every word of the term is a word of the arguments, the keyword arguments (keys and values) or the
   exception message, and its last word may be the beginning of one unless it is a number (full-text
-  search, PostgreSQL's ``simple`` configuration: no stemming, no stop words, lower-cased). Words are split the way
-  PostgreSQL's text-search parser splits them: an email address, a host name or a dotted number is one
-  word (``user7@example.com``), other punctuation separates words (``done_ok`` is ``done`` and ``ok``). A
-  term without blanks also matches as the beginning of one word, so ``ann@example`` finds
-  ``ann@example.com``. The words may come from different fields of the job.
+  search, PostgreSQL's ``simple`` configuration: no stemming, no stop words, lower-cased). Words are
+  split the way PostgreSQL's text-search parser splits them: an email address, a host name or a dotted
+  number is one word (``user7@example.com``), other punctuation separates words (``done_ok`` is ``done``
+  and ``ok``). A term without blanks (and not a number) also matches as the beginning of one word, so
+  ``ann@example`` finds ``ann@example.com``. The words may come from different fields of the job.
 
 Why not substring search over the arguments: a trigram index made every capture write 40-100% dearer
 (each capture upsert is a non-HOT update that re-inserts all of a row's index entries) and common
 trigrams kept searches slow (bench/RESULTS.md). The full-text index here is partial on finished rows, so a
-row enters it once, when it finishes; the few unfinished rows are matched directly through the
-``finished_at`` index. On databases other than PostgreSQL the search is a plain substring match on each
+row enters it once, when it finishes; the few unfinished rows are matched through the ``finished_at``
+index. On databases other than PostgreSQL the search is a plain substring match on each
 field (unindexed).
 """
 
