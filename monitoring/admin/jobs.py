@@ -54,9 +54,10 @@ class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
     list_display = ("task_id", "task_name", "queue", "state_label", "worker", "created_at", "runtime")
     list_display_links = ("task_id",)
     list_filter = ("state", QueueFilter, TaskNameFilter, RecentFilter)
-    # Searched by get_search_results with indexed lookups only: exact task id, task-name prefix.
+    # Searched by get_search_results through the API's search service (index-backed on PostgreSQL).
     search_fields = ("=task_id", "task_name")
-    search_help_text = _("An exact task id, or the beginning of a task name.")
+    search_help_text = _("An exact task id, part of a task name or exception type, or words of the arguments "
+                         "or exception message (the last word may be a beginning).")
     date_hierarchy = "created_at"
     list_only = ("id", "task_id", "task_name", "queue", "state", "worker", "created_at", "runtime")
     actions = ("retry_selected", "cancel_selected", "export_selected_csv")
@@ -94,14 +95,8 @@ class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
         return preformatted(job.traceback)
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
-        """An exact task id, else task names starting with the term (matched against the known names)."""
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        if JobRun.objects.filter(task_id=term).exists():
-            return queryset.filter(task_id=term), False
-        names = [name for name in metrics.distinct_values("task_name") if name.startswith(term)]
-        return queryset.filter(task_name__in=names), False
+        """The same matches as the API's ``search`` (:func:`monitoring.metrics.search_jobs`)."""
+        return metrics.search_jobs(queryset, search_term), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "dashboard_url": self._url("dashboard")}

@@ -13,6 +13,11 @@ from ..models import JobRun, JobState
 from .params import to_utc
 
 ORDERINGS = ("created_at", "started_at", "finished_at")
+SEARCH_HELP = ("The exact task id, part of the task name or exception type, or words of the arguments, keyword "
+               "arguments or exception message (PostgreSQL): every word of the term is a word there, the last "
+               "may be the beginning of one unless it is a number; case-insensitive; an email address or host "
+               "name is one word (user7@ex finds user7@example.com, example.com does not). SQLite: part of any "
+               "of these fields.")
 _ISO = {"invalid": "Not an ISO 8601 timestamp. Use for example 2026-11-22T10:00:00Z."}
 
 
@@ -64,8 +69,7 @@ class JobRunFilter(django_filters.FilterSet):
                                              help_text="Jobs first seen at or after (ISO 8601).")
     until = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt", error_messages=_ISO,
                                              help_text="Jobs first seen before (ISO 8601).")
-    search = django_filters.CharFilter(method="filter_search", max_length=200,
-                                       help_text="Text in the task name, id, arguments or exception.")
+    search = django_filters.CharFilter(method="filter_search", max_length=200, help_text=SEARCH_HELP)
     ordering = JobOrderingFilter(fields=ORDERINGS, error_messages=_choices_error(
         [(f"{sign}{name}", "") for name in ORDERINGS for sign in ("", "-")]),
         help_text="Sort order (default -created_at).")
@@ -80,3 +84,11 @@ class JobRunFilter(django_filters.FilterSet):
 
     def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return metrics.search_jobs(queryset, value)
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        # Search last, whatever the declaration order: its capped count counts branches over the queryset
+        # search_jobs receives, which must carry every other filter.
+        data = self.form.cleaned_data
+        for name in sorted(data, key=lambda field: field == "search"):
+            queryset = self.filters[name].filter(queryset, data[name])
+        return queryset
