@@ -17,12 +17,14 @@ from __future__ import annotations
 import bisect
 import logging
 import operator
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Min, Q, Sum
 from django.db.models.functions import ExtractMinute, Floor, Trunc
 from django.utils import timezone
@@ -180,43 +182,216 @@ def _finished_between(since: datetime | None, until: datetime | None) -> Any:
 
 # --- reading --------------------------------------------------------------------------------------------
 
+DIMENSIONS = ("step", "task_name", "queue")
 Key = tuple[datetime | None, str, str]
+_COUNT_COLUMNS = 4  # the outcome columns; runtime sum, count and the histogram follow
+_UNREAD = object()
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One grouping of a read: the dimensions summed over (a subset of ``DIMENSIONS``, in that order or
+    not) and whether runtimes are summed too (without them, the ``Figures`` hold counts only)."""
+
+    by: tuple[str, ...]
+    runtimes: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.by) - set(DIMENSIONS)
+        if unknown:
+            raise ValueError(f"unknown rollup dimensions {sorted(unknown)}; use {DIMENSIONS}")
+
+
+@dataclass
+class _Shared:
+    """What ``shared_reads`` keeps: the coverage state and each (since, until, step, grouping) read."""
+
+    state: Any = _UNREAD
+    reads: dict[tuple[Any, ...], dict[tuple[Any, ...], Figures]] = field(default_factory=dict)
+
+
+_shared: ContextVar[_Shared | None] = ContextVar("monitoring_rollups_shared", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within the block, read each (range, step, grouping) once and the coverage state once.
+
+    A page that shows the same range in several cards (the jobs dashboard: stats, trends and queue counts
+    of the last 24 hours) then costs one rollup query per range instead of one per card. A step-less
+    grouping is also folded in Python from a finer step-less one read before (``task_name`` from
+    ``task_name`` + ``queue``): their rows are bounded by the pairs of names, not by the range.
+    """
+    token = _shared.set(_Shared())
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def read(since: datetime | None, until: datetime, groupings: Sequence[Grouping], *,
+         step: int | None = None) -> list[dict[tuple[Any, ...], Figures]]:
+    """Sum finished jobs in ``[since, until)`` once per grouping; one dict per grouping, keyed by its dims.
+
+    ``step`` (``HOUR`` or ``DAY``, UTC) is the size of the ``"step"`` dimension, whose values are the
+    buckets' start times. ``since=None`` means from the first record. Two queries whatever the range,
+    the table size and the number of groupings (the covered span, then one statement over the rollup rows
+    of every granularity the range needs and the ``JobRun`` rows at its edges, summed in SQL per grouping).
+    """
+    if step is None and any("step" in grouping.by for grouping in groupings):
+        raise ValueError("grouping by step needs a step")
+    memo = _shared.get()
+    results: list[dict[tuple[Any, ...], Figures] | None] = [
+        _recall(memo, since, until, step, grouping) if memo is not None else None for grouping in groupings]
+    missing = [grouping for grouping, result in zip(groupings, results, strict=True) if result is None]
+    if missing:
+        if memo is None:
+            state = _state()
+        else:
+            if memo.state is _UNREAD:
+                memo.state = _state()
+            state = memo.state
+        computed = _sum(plan(since, until, state, step=step), missing, step)
+        for grouping, result in zip(missing, computed, strict=True):
+            if memo is not None:
+                memo.reads[(since, until, step if "step" in grouping.by else None, grouping)] = result
+        fresh = iter(computed)
+        results = [result if result is not None else next(fresh) for result in results]
+    return results  # type: ignore[return-value]
 
 
 def aggregate(since: datetime | None, until: datetime, *, step: int | None = None) -> dict[Key, Figures]:
-    """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue).
+    """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue); the step is None
+    without ``step`` (see ``read``)."""
+    if step is None:
+        (pairs,) = read(since, until, [Grouping(("task_name", "queue"))])
+        return {(None, task_name, queue): figures for (task_name, queue), figures in pairs.items()}
+    (data,) = read(since, until, [Grouping(("step", "task_name", "queue"))], step=step)
+    return data  # type: ignore[return-value]
 
-    ``step`` is None (one bucket, key ``None``), ``HOUR`` or ``DAY`` (UTC). ``since=None`` means from
-    the first record. Three queries whatever the range or table size: the covered span, one over the
-    rollup rows of every granularity the range needs, one over the ``JobRun`` rows at its edges.
-    """
-    state = RollupState.objects.filter(pk=1).first()
-    raw, rolled = Q(), Q()
-    for kind, granularity, start, end in plan(since, until, state, step=step):
-        if kind == "raw":
-            bounds = Q(finished_at__lt=end) if start is None else Q(finished_at__gte=start, finished_at__lt=end)
-            raw |= bounds
+
+def fold(data: dict[tuple[Any, ...], Figures], positions: Sequence[int]) -> dict[tuple[Any, ...], Figures]:
+    """Re-key ``data`` by the key elements at ``positions`` and add up the figures that meet."""
+    out: dict[tuple[Any, ...], Figures] = {}
+    for key, figures in data.items():
+        short = tuple(key[i] for i in positions)
+        if short in out:
+            out[short].add(figures)
         else:
-            rolled |= Q(granularity=granularity, bucket__gte=start, bucket__lt=end)
+            out[short] = replace(figures, histogram=list(figures.histogram))
+    return out
+
+
+def _state() -> RollupState | None:
+    return RollupState.objects.filter(pk=1).first()
+
+
+def _recall(memo: _Shared, since: datetime | None, until: datetime, step: int | None,
+            grouping: Grouping) -> dict[tuple[Any, ...], Figures] | None:
+    key_step = step if "step" in grouping.by else None
+    for runtimes in ((grouping.runtimes, True) if not grouping.runtimes else (True,)):
+        found = memo.reads.get((since, until, key_step, Grouping(grouping.by, runtimes)))
+        if found is not None:
+            return found
+    if "step" in grouping.by:
+        return None
+    for (m_since, m_until, m_step, m_grouping), found in memo.reads.items():
+        if (m_since, m_until, m_step) == (since, until, None) and set(grouping.by) < set(m_grouping.by) and (
+                m_grouping.runtimes or not grouping.runtimes):
+            return fold(found, [m_grouping.by.index(dim) for dim in grouping.by])
+    return None
+
+
+def _sum(segments: list[Segment], groupings: Sequence[Grouping], step: int | None
+         ) -> list[dict[tuple[Any, ...], Figures]]:
+    """Run the one statement that sums ``segments`` per grouping; see ``read``."""
+    connection = connections[JobRollup.objects.db]
+    ops, quote = connection.ops, connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+
+    def step_of(column: str) -> str:
+        if step is None:
+            return "0"
+        seconds = f"FLOOR(EXTRACT(EPOCH FROM {column}))" if postgres else f"CAST(STRFTIME('%%s', {column}) AS INTEGER)"
+        return f"CAST({seconds} AS BIGINT) / {int(step)}"
+
+    def moment(value: datetime) -> Any:
+        return ops.adapt_datetimefield_value(value)
+
+    rolled: list[str] = []
+    raw: list[str] = []
+    params: list[Any] = []
+    rolled_params: list[Any] = []
+    raw_params: list[Any] = []
+    for kind, granularity, start, end in segments:
+        if kind == "raw":
+            if start is None:
+                raw.append("finished_at < %s")
+                raw_params.append(moment(end))
+            else:
+                raw.append("(finished_at >= %s AND finished_at < %s)")
+                raw_params += [moment(start), moment(end)]
+        else:
+            rolled.append("(granularity = %s AND bucket >= %s AND bucket < %s)")
+            rolled_params += [granularity, moment(start), moment(end)]
     sources = []
     if rolled:
-        sources.append((JobRollup.objects.filter(rolled).order_by(), "bucket", _rollup_sums()))
+        sources.append(f"SELECT {step_of('bucket')} AS step, task_name, queue, {', '.join(SUM_FIELDS)} "
+                       f"FROM {quote(JobRollup._meta.db_table)} WHERE {' OR '.join(rolled)}")
+        params += rolled_params
     if raw:
-        sources.append((_finished_between(None, None).filter(raw), "finished_at", _jobrun_sums()))
-    result: dict[Key, Figures] = {}
-    for qs, column, sums in sources:
-        group = ["task_name", "queue"]
-        if step is not None:
-            qs = qs.annotate(step_start=_trunc(column, step))
-            group.insert(0, "step_start")
-        for row in qs.values(*group).annotate(**sums):
-            key = (row.get("step_start"), row["task_name"], row["queue"])
-            figures = Figures.from_row(row)
-            if key in result:
-                result[key].add(figures)
-            else:
-                result[key] = figures
-    return result
+        outcomes = [f"CASE WHEN state = %s THEN 1 ELSE 0 END AS {name}" for name in OUTCOME_FIELDS]
+        params += [_OUTCOME_STATES[name] for name in OUTCOME_FIELDS]
+        histogram = []
+        for index, name in enumerate(HISTOGRAM_FIELDS):
+            condition = ["runtime IS NOT NULL"]
+            if index:
+                condition.append(f"runtime > {HISTOGRAM_BOUNDS[index - 1]!r}")
+            if index < len(HISTOGRAM_BOUNDS):
+                condition.append(f"runtime <= {HISTOGRAM_BOUNDS[index]!r}")
+            histogram.append(f"CASE WHEN {' AND '.join(condition)} THEN 1 ELSE 0 END AS {name}")
+        states = ", ".join(["%s"] * len(FINISHED_STATES))
+        sources.append(
+            f"SELECT {step_of('finished_at')} AS step, task_name, queue, {', '.join(outcomes)}, "
+            f"COALESCE(runtime, 0) AS runtime_sum, CASE WHEN runtime IS NULL THEN 0 ELSE 1 END AS runtime_count, "
+            f"{', '.join(histogram)} FROM {quote(JobRun._meta.db_table)} "
+            f"WHERE finished_at IS NOT NULL AND state IN ({states}) AND ({' OR '.join(raw)})")
+        params += [*FINISHED_STATES, *raw_params]
+    if not sources:
+        return [{} for _ in groupings]
+    selects = []
+    for index, grouping in enumerate(groupings):
+        # Placeholders of one type per column (0 or ''), never NULL: PostgreSQL types a UNION pairwise.
+        dims = ", ".join(dim if dim in grouping.by else "0" if dim == "step" else "''" for dim in DIMENSIONS)
+        fields = SUM_FIELDS if grouping.runtimes else SUM_FIELDS[:_COUNT_COLUMNS]
+        sums = ", ".join(f"SUM({name})" for name in fields)
+        padding = ", 0" * (len(SUM_FIELDS) - len(fields))
+        group_by = f" GROUP BY {', '.join(grouping.by)}" if grouping.by else ""
+        selects.append(f"SELECT {index} AS grouping_id, {dims}, {sums}{padding} FROM src{group_by}")
+    sql = f"WITH src AS ({' UNION ALL '.join(sources)}) {' UNION ALL '.join(selects)}"
+    results: list[dict[tuple[Any, ...], Figures]] = [{} for _ in groupings]
+    positions = [[DIMENSIONS.index(dim) + 1 for dim in grouping.by] for grouping in groupings]
+    starts: dict[int, datetime] = {}
+    empty = [0] * len(HISTOGRAM_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for row in rows:
+        index = row[0]
+        values = list(row)
+        if step is not None and values[1] is not None:
+            number = int(values[1])
+            if number not in starts:
+                starts[number] = _EPOCH + timedelta(seconds=number * step)
+            values[1] = starts[number]
+        key = tuple(values[i] for i in positions[index])
+        if groupings[index].runtimes:
+            figures = Figures(int(row[4]), int(row[5]), int(row[6]), int(row[7]), float(row[8] or 0.0),
+                              int(row[9] or 0), [int(n) for n in row[10:]])
+        else:
+            figures = Figures(int(row[4]), int(row[5]), int(row[6]), int(row[7]), histogram=list(empty))
+        results[index][key] = figures
+    return results
 
 
 Segment = tuple[str, int | None, datetime | None, datetime]

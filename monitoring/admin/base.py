@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -105,6 +106,13 @@ class BigTableAdmin(ReadOnlyAdmin):
                 return queryset.only(*only) if only else queryset
 
         return LeanChangeList
+
+    def action_checkbox(self, obj: Any) -> str:
+        """The row's selection checkbox, formatted directly: Django renders a widget template per row
+        (a sixth of a 50-row changelist's server time)."""
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           helpers.ACTION_CHECKBOX_NAME, str(obj.pk), label)
 
 
 # --- date hierarchy -------------------------------------------------------------------------------------

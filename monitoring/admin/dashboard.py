@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import alerts, conf, control, metrics
+from .. import alerts, conf, control, metrics, rollups
 from ..api.permissions import can_act
 from ..audit import Actor
 from ..models import AuditSource, JobRun
@@ -164,14 +164,16 @@ class JobsDashboardMixin:
                                       "7d" if range_name == "7d" else "30d")
         span = until - since
 
-        stats = metrics.stats(since, until, now=now)
-        previous = metrics.stats(since - span, since, now=now)
+        # The cards, tables and charts read the same ranges (at the default 24 hours: stats, trends and the
+        # queue counts all cover the last day): each range is summed once for the whole page.
+        with rollups.shared_reads():
+            trends = metrics.trends(trend_period, now=now)
+            stats = metrics.stats(since, until, now=now)
+            previous = metrics.stats(since - span, since, now=now)
+            live = metrics.metrics(now=now)
         current, before = _figures(stats, task), _figures(previous, task)
-        live = metrics.metrics(now=now)
         queues = metrics.queues(now=now)
-        trends = metrics.trends(trend_period, now=now)
-        timeline = metrics.timeline(since, until, task_name=task or None, now=now)
-        overlaps = metrics.overlaps(since, until, task_name=task or None, now=now)
+        timeline, overlaps = metrics.timeline_with_overlaps(since, until, task_name=task or None, now=now)
         stuck = [metrics.describe_stuck(job, now=now) | {"pk": job.pk}
                  for job in metrics.stuck_jobs(now=now).filter(**({"task_name": task} if task else {}))[:LIST_SIZE]]
         errors = [group for group in metrics.error_groups(since, until)

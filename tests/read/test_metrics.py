@@ -203,7 +203,10 @@ def test_error_groups_mask_ids_and_numbers(history):
     assert timeout["message"] == "query <n> exceeded <n>s"
     members = [r for r in failures if r.exception_type == "TimeoutError"]
     assert timeout["first_seen"] == min(r.finished_at for r in members).isoformat()
+    assert timeout["last_seen"] == max(r.finished_at for r in members).isoformat()
+    assert timeout["example"] == min(r.exception_message for r in members)
     assert timeout["task_names"] == sorted({r.task_name for r in members})
+    assert timeout["queues"] == sorted({r.queue for r in members})
     assert {g["message"] for g in groups} >= {"<n> mailbox unavailable: <email>", "'<str>'"}
 
 
