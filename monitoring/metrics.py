@@ -8,21 +8,20 @@ depths and worker replies come cached from ``brokers`` and ``workers``.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, F, Func, Max, Min, Q, QuerySet, TextField, Value
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import conf, rollups, workers
 from .brokers import celery_app, configured_queue_names, queue_depths, read_connection
 from .models import ACTIVE_STATES, JobRun, JobState, QueueState
-from .rollups import DAY, HOUR, Figures
+from .rollups import DAY, HOUR, Figures, normalise_message
 
 RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
                                 "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -460,100 +459,36 @@ def describe_stuck(job: JobRun, now: datetime | None = None) -> dict[str, Any]:
 
 # --- errors ---------------------------------------------------------------------------------------------
 
-# Variable parts of exception messages, replaced in this order so "same error, different id" groups
-# together. The patterns mean the same in Python's re and PostgreSQL's regular expressions.
-MESSAGE_NORMALISERS: tuple[tuple[str, str], ...] = (
-    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]+", "<email>"),
-    (r"0x[0-9a-fA-F]+", "<hex>"),
-    (r"'[^']*'", "'<str>'"),
-    (r'"[^"]*"', '"<str>"'),
-    (r"[0-9]+(\.[0-9]+)?", "<n>"),
-)
-MESSAGE_PREFIX = 300
-
-
-def normalise_message(message: str) -> str:
-    """The first line of a message (at most 300 characters) with ids, numbers and quoted values masked."""
-    text = message.split("\n", 1)[0][:MESSAGE_PREFIX]
-    for pattern, replacement in MESSAGE_NORMALISERS:
-        text = re.sub(pattern, replacement, text)
-    return text
-
-
-def _normalised_sql() -> Any:
-    expression: Any = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
-                           Value(MESSAGE_PREFIX), function="left", output_field=TextField())
-    for pattern, replacement in MESSAGE_NORMALISERS:
-        expression = Func(expression, Value(pattern), Value(replacement), Value("g"), function="regexp_replace",
-                          output_field=TextField())
-    return expression
-
-
 def error_groups(since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """Failures first seen in the range, grouped by exception type and normalised message, most first."""
-    failures = JobRun.objects.failed().in_range(since, until).order_by()
-    if connections[JobRun.objects.db].vendor == "postgresql":
-        groups = _error_groups_sql(failures)
-    else:
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in failures.values("exception_type", "exception_message", "task_name", "queue", "finished_at"):
-            key = (row["exception_type"], normalise_message(row["exception_message"]))
-            group = merged.setdefault(key, {"exception_type": key[0], "normalised": key[1], "count": 0,
-                                            "first_seen": None, "last_seen": None, "example": None,
-                                            "task_names": set(), "queues": set()})
-            group["count"] += 1
-            stamp = row["finished_at"]
-            if stamp is not None:
-                group["first_seen"] = min(group["first_seen"] or stamp, stamp)
-                group["last_seen"] = max(group["last_seen"] or stamp, stamp)
-            group["example"] = min(group["example"] or row["exception_message"], row["exception_message"])
-            group["task_names"].add(row["task_name"])
-            group["queues"].add(row["queue"])
-        groups = [{**g, "task_names": sorted(g["task_names"]), "queues": sorted(g["queues"])}
-                  for g in merged.values()]
-    groups.sort(key=lambda g: (-g["count"], g["exception_type"], g["normalised"]))
-    return [{"exception_type": g["exception_type"], "message": g["normalised"], "example": g["example"],
-             "count": g["count"], "first_seen": _iso(g["first_seen"]), "last_seen": _iso(g["last_seen"]),
-             "task_names": list(g["task_names"]), "queues": list(g["queues"])} for g in groups]
+    """Failures that finished in the range, grouped by exception type and normalised message, most first.
 
-
-def _error_groups_sql(failures: QuerySet[JobRun]) -> list[dict[str, Any]]:
-    """Error groups in three steps, so the regular expressions run once per distinct message, not per row.
-
-    The failures are first counted per exact first line (and task name and queue): an index-driven hash
-    aggregate. Only those lines are normalised (six ``regexp_replace`` per row were ~90% of the time on
-    10,000s of failures), then the groups are summed per normalised message.
+    From the error rollups (``rollups.error_rows``): a constant number of queries and rows per range.
     """
-    first_line = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
-                      Value(MESSAGE_PREFIX), function="left", output_field=TextField())
-    exact = (failures.annotate(line=first_line).values("exception_type", "line", "task_name", "queue")
-             .annotate(n=Count("id"), first_seen=Min("finished_at"), last_seen=Max("finished_at"),
-                       example=Min("exception_message")))
-    exact_sql, params = exact.query.sql_with_params()
-    normalised = "line"
-    for pattern, replacement in MESSAGE_NORMALISERS:
-        normalised = f"regexp_replace({normalised}, %s, %s, 'g')"
-        params = (*params, pattern, replacement)
-    sql = (f"WITH exact AS ({exact_sql}), "
-           f"lines AS (SELECT exception_type, line, {normalised} AS normalised FROM exact "
-           "GROUP BY exception_type, line) "
-           "SELECT e.exception_type, l.normalised, SUM(e.n), MIN(e.first_seen), MAX(e.last_seen), MIN(e.example), "
-           "ARRAY_AGG(DISTINCT e.task_name ORDER BY e.task_name), ARRAY_AGG(DISTINCT e.queue ORDER BY e.queue) "
-           "FROM exact e JOIN lines l ON l.exception_type = e.exception_type AND l.line = e.line "
-           "GROUP BY e.exception_type, l.normalised")
-    with connections[failures.db].cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return [{"exception_type": row[0], "normalised": row[1], "count": int(row[2]), "first_seen": row[3],
-             "last_seen": row[4], "example": row[5], "task_names": row[6], "queues": row[7]} for row in rows]
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for exception_type, message, task_name, queue, count, first_seen, last_seen, example in rollups.error_rows(
+            since, until):
+        group = merged.get((exception_type, message))
+        if group is None:
+            merged[(exception_type, message)] = {
+                "exception_type": exception_type, "message": message, "example": example, "count": count,
+                "first_seen": first_seen, "last_seen": last_seen, "task_names": {task_name}, "queues": {queue}}
+            continue
+        group["count"] += count
+        group["first_seen"] = min(group["first_seen"], first_seen)
+        group["last_seen"] = max(group["last_seen"], last_seen)
+        group["example"] = min(group["example"], example)
+        group["task_names"].add(task_name)
+        group["queues"].add(queue)
+    groups = sorted(merged.values(), key=lambda g: (-g["count"], g["exception_type"], g["message"]))
+    return [{**g, "first_seen": _iso(g["first_seen"]), "last_seen": _iso(g["last_seen"]),
+             "task_names": sorted(g["task_names"]), "queues": sorted(g["queues"])} for g in groups]
 
 
 def error_group_jobs(since: datetime, until: datetime, exception_type: str, message: str) -> QuerySet[JobRun]:
-    """The failures of one error group (as listed by :func:`error_groups`) first seen in the range."""
-    failures = JobRun.objects.failed().in_range(since, until).filter(exception_type=exception_type)
+    """The failures of one error group (as listed by :func:`error_groups`) that finished in the range."""
+    failures = rollups.failures_between(since, until).filter(exception_type=exception_type)
     if connections[JobRun.objects.db].vendor == "postgresql":
-        return failures.annotate(normalised=_normalised_sql()).filter(normalised=message)
+        return failures.annotate(normalised=rollups.normalised_sql()).filter(normalised=message)
     ids = [pk for pk, text in failures.values_list("id", "exception_message") if normalise_message(text) == message]
     return JobRun.objects.filter(id__in=ids)
 

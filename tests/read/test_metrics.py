@@ -195,7 +195,7 @@ def test_stuck_jobs_longest_first_with_severity():
 def test_error_groups_mask_ids_and_numbers(history):
     since = NOW - timedelta(days=30)
     groups = metrics.error_groups(since, NOW)
-    failures = [r for r in history if r.state == JobState.FAILURE and r.created_at >= since]
+    failures = [r for r in finished_in(history, since, NOW) if r.state == JobState.FAILURE]
     expected = Counter((r.exception_type, metrics.normalise_message(r.exception_message)) for r in failures)
     assert {(g["exception_type"], g["message"]): g["count"] for g in groups} == dict(expected)
     assert [g["count"] for g in groups] == sorted((g["count"] for g in groups), reverse=True)
