@@ -336,18 +336,16 @@ def _bars(since: datetime, until: datetime, now: datetime, task_name: str | None
     qs = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
     if task_name:
         qs = qs.filter(task_name=task_name)
-    rows = list(qs.order_by("-started_at", "-id").values(
+    rows = list(qs.order_by("-started_at", "-id").values_list(
         "task_id", "task_name", "queue", "state", "started_at", "finished_at", "runtime")[:limit + 1])
     truncated = len(rows) > limit
     bars = []
-    for row in reversed(rows[:limit]):
-        running = row["state"] in ACTIVE_STATES
-        end = row["finished_at"]
-        if end is None and row["runtime"] is not None:
-            end = row["started_at"] + timedelta(seconds=row["runtime"])
-        bars.append({"task_id": row["task_id"], "task_name": row["task_name"], "queue": row["queue"],
-                     "status": "running" if running else row["state"], "start": row["started_at"], "end": end,
-                     "duration": _round(((end or now) - row["started_at"]).total_seconds())})
+    for task_id, name, queue, state, started, end, runtime in reversed(rows[:limit]):
+        if end is None and runtime is not None:
+            end = started + timedelta(seconds=runtime)
+        bars.append({"task_id": task_id, "task_name": name, "queue": queue,
+                     "status": "running" if state in ACTIVE_STATES else state, "start": started, "end": end,
+                     "duration": _round(((end or now) - started).total_seconds())})
     return bars, truncated
 
 
@@ -373,7 +371,9 @@ def timeline_with_overlaps(since: datetime, until: datetime, task_name: str | No
     """``timeline`` and ``overlaps`` of the same range from one read of the executions (the dashboard)."""
     now = _now(now)
     bars, truncated = _bars(since, until, now, task_name)
-    return _timeline(since, until, task_name, bars, truncated), _overlaps(since, until, now, bars, truncated)
+    timeline = _timeline(since, until, task_name, bars, truncated)
+    # The groups list the bars the timeline has already rendered (the same dicts, not copies).
+    return timeline, _overlaps(since, until, now, bars, truncated, rendered=timeline["bars"])
 
 
 def overlap_groups(intervals: list[tuple[datetime, datetime, Any]]) -> list[dict[str, Any]]:
@@ -417,9 +417,9 @@ def overlaps(since: datetime, until: datetime, task_name: str | None = None,
     return _overlaps(since, until, now, bars, truncated)
 
 
-def _overlaps(since: datetime, until: datetime, now: datetime, bars: list[dict[str, Any]],
-              truncated: bool) -> dict[str, Any]:
-    intervals = [(bar["start"], bar["end"] or now, bar) for bar in bars]
+def _overlaps(since: datetime, until: datetime, now: datetime, bars: list[dict[str, Any]], truncated: bool,
+              rendered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    intervals = [(bar["start"], bar["end"] or now, index) for index, bar in enumerate(bars)]
     groups = overlap_groups(intervals)
     return {
         "since": _iso(since), "until": _iso(until), "truncated": truncated,
@@ -427,7 +427,7 @@ def _overlaps(since: datetime, until: datetime, now: datetime, bars: list[dict[s
             {"start": _iso(group["start"]), "end": _iso(group["end"]),
              "duration": round((group["end"] - group["start"]).total_seconds(), 3),
              "overlap_seconds": group["overlap_seconds"], "max_concurrency": group["max_concurrency"],
-             "jobs": [_render_bar(bar) for bar in group["members"]]}
+             "jobs": [rendered[i] if rendered is not None else _render_bar(bars[i]) for i in group["members"]]}
             for group in groups
         ],
     }
