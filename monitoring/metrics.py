@@ -312,6 +312,20 @@ def stats(since: datetime, until: datetime, now: datetime | None = None) -> dict
             "job_types": job_types}
 
 
+def totals(since: datetime, until: datetime, task_name: str | None = None) -> dict[str, Any]:
+    """Finished jobs in the range, of one task name or of all: total, failed, success rate, average duration.
+
+    The figures of ``stats``' summary without its per-type rows (what a "previous period" needs).
+    """
+    (per_task,) = rollups.read(since, until, [rollups.Grouping(("task_name",))])
+    figures = Figures()
+    for (name,), part in per_task.items():
+        if task_name is None or name == task_name:
+            figures.add(part)
+    return {"total": figures.total, "failed": figures.failures, "success_rate": figures.success_rate,
+            "average_duration": _round(figures.average_runtime)}
+
+
 def last_runs(task_names: Iterable[str]) -> dict[str, JobRun]:
     """The most recent run of each task name (two queries, one index probe per name)."""
     names = list(task_names)

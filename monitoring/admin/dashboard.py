@@ -169,15 +169,15 @@ class JobsDashboardMixin:
         with rollups.shared_reads():
             trends = metrics.trends(trend_period, now=now)
             stats = metrics.stats(since, until, now=now)
-            previous = metrics.stats(since - span, since, now=now)
+            before = metrics.totals(since - span, since, task_name=task or None)
             live = metrics.metrics(now=now)
-        current, before = _figures(stats, task), _figures(previous, task)
+            errors = [group for group in metrics.error_groups(since, until)
+                      if not task or task in group["task_names"]][:LIST_SIZE]
+        current = _figures(stats, task)
         queues = metrics.queues(now=now)
         timeline, overlaps = metrics.timeline_with_overlaps(since, until, task_name=task or None, now=now)
         stuck = [metrics.describe_stuck(job, now=now) | {"pk": job.pk}
                  for job in metrics.stuck_jobs(now=now).filter(**({"task_name": task} if task else {}))[:LIST_SIZE]]
-        errors = [group for group in metrics.error_groups(since, until)
-                  if not task or task in group["task_names"]][:LIST_SIZE]
         recent = JobRun.objects.only("id", "task_id", "task_name", "queue", "state", "worker", "created_at",
                                      "started_at", "finished_at", "runtime").order_by("-created_at", "-id")
         if task:
