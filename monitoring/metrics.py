@@ -112,6 +112,17 @@ def queues(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def queue_overview(now: datetime | None = None) -> dict[str, Any]:
+    """``queues`` with what a page shows beside the table: jobs waiting in the broker over all those queues
+    (None when the broker is unreachable) and the workers online (from the cached worker report)."""
+    answer = queues(now)
+    report = workers.workers()
+    waiting = sum(q["depth"] or 0 for q in answer["queues"]) if answer["broker"]["available"] else None
+    return {**answer, "waiting": waiting,
+            "workers": {"available": report.available,
+                        "online": len(report.online) if report.available else None}}
+
+
 def queue_exists(name: str) -> bool:
     """Whether ``name`` is a known queue (configured, consumed, seen in records or paused)."""
     if name in configured_queue_names() or QueueState.objects.filter(name=name).exists():
@@ -276,6 +287,22 @@ def trends(period: str = "24h", now: datetime | None = None) -> dict[str, Any]:
     return {"period": period, "since": _iso(since), "until": _iso(until), "step_seconds": step,
             "totals": _figures_summary(overall), "queues": describe("queue", per_step_queue, 1),
             "tasks": describe("task_name", per_step_task, 0)}
+
+
+def trend_series(period: str = "24h", task_name: str | None = None,
+                 now: datetime | None = None) -> list[dict[str, Any]]:
+    """The bucketed series of ``trends`` for all jobs, or one task name, in one (empty without any job)."""
+    since, until = range_window(period, now)
+    step = PERIOD_STEPS[period]
+    by = ("step", "task_name") if task_name else ("step",)
+    (data,) = rollups.read(since, until, [rollups.Grouping(by, runtimes=False)], step=step)
+    points = {key[0]: figures for key, figures in data.items() if not task_name or key[1] == task_name}
+    if not points:
+        return []
+    empty = Figures()
+    return [{"start": _iso(start), "successful": figures.succeeded, "failed": figures.failures,
+             "total": figures.total}
+            for start, figures in ((start, points.get(start, empty)) for start in _steps(since, until, step))]
 
 
 def stats(since: datetime, until: datetime, now: datetime | None = None) -> dict[str, Any]:

@@ -497,11 +497,11 @@ def _sum(segments: list[Segment], groupings: Sequence[Grouping], step: int | Non
                 starts[number] = _EPOCH + timedelta(seconds=number * step)
             values[1] = starts[number]
         key = tuple(values[i] for i in positions[index])
+        # Sums of integer columns arrive as int from both PostgreSQL (bigint) and SQLite: no conversion.
         if groupings[index].runtimes:
-            figures = Figures(int(row[4]), int(row[5]), int(row[6]), int(row[7]), float(row[8] or 0.0),
-                              int(row[9] or 0), [int(n) for n in row[10:]])
+            figures = Figures(row[4], row[5], row[6], row[7], float(row[8] or 0.0), row[9] or 0, list(row[10:]))
         else:
-            figures = Figures(int(row[4]), int(row[5]), int(row[6]), int(row[7]), histogram=list(empty))
+            figures = Figures(row[4], row[5], row[6], row[7], histogram=list(empty))
         results[index][key] = figures
     return results
 
