@@ -10,6 +10,11 @@ takes whole days from daily rows, the partial days at its edges from hourly rows
 five-minute rows, the last few minutes at its edges and everything outside the covered span from
 ``JobRun`` through the finished-at index: one query over the rollups and one over ``JobRun`` whatever
 the range. The answer is exact for counts and runtime sums; percentiles come from the summed histograms.
+
+``ErrorRollup`` keeps the failures per error group (exception type and normalised message), task name and
+queue in the same buckets, rewritten by the same recompute, so error groups read a range the same way
+(``error_rows``). Reads sum in SQL at the grouping the caller asks for (``read``); ``shared_reads`` lets a
+page that shows one range in several places read it once.
 """
 
 from __future__ import annotations
