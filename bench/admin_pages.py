@@ -11,6 +11,7 @@ of demo AI batches.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -85,6 +86,8 @@ def main() -> None:
               f"{baseline / p50:13.1f}x")
     print(f"{'TaskResult changelist (baseline)':40} {baseline:9.1f} {baseline_max:9.1f} {'':>8} {'':>4} "
           f"{1.0:13.1f}x")
+    # The machine is often shared: the load says how much the figures are worth.
+    print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
 
 
 if __name__ == "__main__":

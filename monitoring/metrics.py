@@ -8,21 +8,20 @@ depths and worker replies come cached from ``brokers`` and ``workers``.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, F, Func, Max, Min, QuerySet, TextField, Value
+from django.db.models import Count, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import conf, rollups, search, workers
 from .brokers import celery_app, configured_queue_names, queue_depths, read_connection
 from .models import ACTIVE_STATES, JobRun, JobState, QueueState
-from .rollups import DAY, HOUR, Figures
+from .rollups import DAY, HOUR, Figures, normalise_message
 
 RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
                                 "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -116,6 +115,17 @@ def queues(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def queue_overview(now: datetime | None = None) -> dict[str, Any]:
+    """``queues`` with what a page shows beside the table: jobs waiting in the broker over all those queues
+    (None when the broker is unreachable) and the workers online (from the cached worker report)."""
+    answer = queues(now)
+    report = workers.workers()
+    waiting = sum(q["depth"] or 0 for q in answer["queues"]) if answer["broker"]["available"] else None
+    return {**answer, "waiting": waiting,
+            "workers": {"available": report.available,
+                        "online": len(report.online) if report.available else None}}
+
+
 def queue_exists(name: str) -> bool:
     """Whether ``name`` is a known queue (configured, consumed, seen in records or paused)."""
     if name in configured_queue_names() or QueueState.objects.filter(name=name).exists():
@@ -156,7 +166,8 @@ def _queue_counts(now: datetime, queue: str | None = None) -> dict[str, dict[str
     for name, n in scheduled.order_by().values_list("queue").annotate(n=Count("id")):
         counts[name]["delayed"] = n
     since = now - timedelta(seconds=conf.get("METRICS_WINDOW"))
-    for (_, _task, name), figures in rollups.aggregate(since, now).items():
+    (per_queue,) = rollups.read(since, now, [rollups.Grouping(("queue",), runtimes=False)])
+    for (name,), figures in per_queue.items():
         if queue is None or name == queue:
             counts[name]["completed"] += figures.succeeded
             counts[name]["failed"] += figures.failures
@@ -252,40 +263,56 @@ def trends(period: str = "24h", now: datetime | None = None) -> dict[str, Any]:
     """Outcomes and processing times per queue and per task name over a period, with a bucketed series."""
     since, until = range_window(period, now)
     step = PERIOD_STEPS[period]
-    data = rollups.aggregate(since, until, step=step)
+    per_step_queue, per_step_task, pairs = rollups.read(since, until, [
+        rollups.Grouping(("step", "queue"), runtimes=False), rollups.Grouping(("step", "task_name"), runtimes=False),
+        rollups.Grouping(("task_name", "queue"))], step=step)
     steps = _steps(since, until, step)
-    groups: dict[str, dict[str, dict[datetime | None, Figures]]] = {"queue": defaultdict(dict),
-                                                                   "task_name": defaultdict(dict)}
-    for (start, task_name, queue), figures in data.items():
-        for kind, key in (("queue", queue), ("task_name", task_name)):
-            series = groups[kind][key]
-            series.setdefault(start, Figures()).add(figures)
-            series.setdefault(None, Figures()).add(figures)
 
-    def describe(kind: str) -> list[dict[str, Any]]:
+    def describe(kind: str, series: dict[tuple[Any, ...], Figures], position: int) -> list[dict[str, Any]]:
+        points: dict[str, dict[datetime, Figures]] = defaultdict(dict)
+        for (start, key), figures in series.items():
+            points[key][start] = figures
+        summaries = rollups.fold(pairs, [position])
         out = []
-        for key, series in sorted(groups[kind].items()):
-            out.append({kind: key, "period": period, **_figures_summary(series[None]), "series": [
-                {"start": _iso(start), "successful": series[start].succeeded if start in series else 0,
-                 "failed": series[start].failures if start in series else 0,
-                 "total": series[start].total if start in series else 0}
+        for (key,), summary in sorted(summaries.items()):
+            by_start = points.get(key, {})
+            out.append({kind: key, "period": period, **_figures_summary(summary), "series": [
+                {"start": _iso(start), "successful": by_start[start].succeeded if start in by_start else 0,
+                 "failed": by_start[start].failures if start in by_start else 0,
+                 "total": by_start[start].total if start in by_start else 0}
                 for start in steps
             ]})
         return out
 
     overall = Figures()
-    for figures in data.values():
+    for figures in pairs.values():
         overall.add(figures)
     return {"period": period, "since": _iso(since), "until": _iso(until), "step_seconds": step,
-            "totals": _figures_summary(overall), "queues": describe("queue"), "tasks": describe("task_name")}
+            "totals": _figures_summary(overall), "queues": describe("queue", per_step_queue, 1),
+            "tasks": describe("task_name", per_step_task, 0)}
+
+
+def trend_series(period: str = "24h", task_name: str | None = None,
+                 now: datetime | None = None) -> list[dict[str, Any]]:
+    """The bucketed series of ``trends`` for all jobs, or one task name, in one (empty without any job)."""
+    since, until = range_window(period, now)
+    step = PERIOD_STEPS[period]
+    by = ("step", "task_name") if task_name else ("step",)
+    (data,) = rollups.read(since, until, [rollups.Grouping(by, runtimes=False)], step=step)
+    points = {key[0]: figures for key, figures in data.items() if not task_name or key[1] == task_name}
+    if not points:
+        return []
+    empty = Figures()
+    return [{"start": _iso(start), "successful": figures.succeeded, "failed": figures.failures,
+             "total": figures.total}
+            for start, figures in ((start, points.get(start, empty)) for start in _steps(since, until, step))]
 
 
 def stats(since: datetime, until: datetime, now: datetime | None = None) -> dict[str, Any]:
     """Per job type: runs, success rate, average duration, last run and current status; plus a summary."""
     now = _now(now)
-    per_task: dict[str, Figures] = defaultdict(Figures)
-    for (_, task_name, _queue), figures in rollups.aggregate(since, until).items():
-        per_task[task_name].add(figures)
+    (per_task_keyed,) = rollups.read(since, until, [rollups.Grouping(("task_name",))])
+    per_task = {name: figures for (name,), figures in per_task_keyed.items()}
     running = dict(JobRun.objects.active().order_by().values_list("task_name").annotate(n=Count("id")))
     names = sorted(set(per_task) | set(running))
     last = last_runs(names)
@@ -315,6 +342,20 @@ def stats(since: datetime, until: datetime, now: datetime | None = None) -> dict
             "job_types": job_types}
 
 
+def totals(since: datetime, until: datetime, task_name: str | None = None) -> dict[str, Any]:
+    """Finished jobs in the range, of one task name or of all: total, failed, success rate, average duration.
+
+    The figures of ``stats``' summary without its per-type rows (what a "previous period" needs).
+    """
+    (per_task,) = rollups.read(since, until, [rollups.Grouping(("task_name",))])
+    figures = Figures()
+    for (name,), part in per_task.items():
+        if task_name is None or name == task_name:
+            figures.add(part)
+    return {"total": figures.total, "failed": figures.failures, "success_rate": figures.success_rate,
+            "average_duration": _round(figures.average_runtime)}
+
+
 def last_runs(task_names: Iterable[str]) -> dict[str, JobRun]:
     """The most recent run of each task name (two queries, one index probe per name)."""
     names = list(task_names)
@@ -339,18 +380,16 @@ def _bars(since: datetime, until: datetime, now: datetime, task_name: str | None
     qs = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
     if task_name:
         qs = qs.filter(task_name=task_name)
-    rows = list(qs.order_by("-started_at", "-id").values(
+    rows = list(qs.order_by("-started_at", "-id").values_list(
         "task_id", "task_name", "queue", "state", "started_at", "finished_at", "runtime")[:limit + 1])
     truncated = len(rows) > limit
     bars = []
-    for row in reversed(rows[:limit]):
-        running = row["state"] in ACTIVE_STATES
-        end = row["finished_at"]
-        if end is None and row["runtime"] is not None:
-            end = row["started_at"] + timedelta(seconds=row["runtime"])
-        bars.append({"task_id": row["task_id"], "task_name": row["task_name"], "queue": row["queue"],
-                     "status": "running" if running else row["state"], "start": row["started_at"], "end": end,
-                     "duration": _round(((end or now) - row["started_at"]).total_seconds())})
+    for task_id, name, queue, state, started, end, runtime in reversed(rows[:limit]):
+        if end is None and runtime is not None:
+            end = started + timedelta(seconds=runtime)
+        bars.append({"task_id": task_id, "task_name": name, "queue": queue,
+                     "status": "running" if state in ACTIVE_STATES else state, "start": started, "end": end,
+                     "duration": _round(((end or now) - started).total_seconds())})
     return bars, truncated
 
 
@@ -362,8 +401,23 @@ def timeline(since: datetime, until: datetime, task_name: str | None = None,
              now: datetime | None = None) -> dict[str, Any]:
     """Executions that started in the range as bars (start, end, status), oldest first."""
     bars, truncated = _bars(since, until, _now(now), task_name)
+    return _timeline(since, until, task_name, bars, truncated)
+
+
+def _timeline(since: datetime, until: datetime, task_name: str | None, bars: list[dict[str, Any]],
+              truncated: bool) -> dict[str, Any]:
     return {"since": _iso(since), "until": _iso(until), "task_name": task_name or None,
             "truncated": truncated, "bars": [_render_bar(bar) for bar in bars]}
+
+
+def timeline_with_overlaps(since: datetime, until: datetime, task_name: str | None = None,
+                           now: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``timeline`` and ``overlaps`` of the same range from one read of the executions (the dashboard)."""
+    now = _now(now)
+    bars, truncated = _bars(since, until, now, task_name)
+    timeline = _timeline(since, until, task_name, bars, truncated)
+    # The groups list the bars the timeline has already rendered (the same dicts, not copies).
+    return timeline, _overlaps(since, until, now, bars, truncated, rendered=timeline["bars"])
 
 
 def overlap_groups(intervals: list[tuple[datetime, datetime, Any]]) -> list[dict[str, Any]]:
@@ -404,7 +458,12 @@ def overlaps(since: datetime, until: datetime, task_name: str | None = None,
     """Groups of executions (started in the range) that ran at the same time, with overlap duration."""
     now = _now(now)
     bars, truncated = _bars(since, until, now, task_name)
-    intervals = [(bar["start"], bar["end"] or now, bar) for bar in bars]
+    return _overlaps(since, until, now, bars, truncated)
+
+
+def _overlaps(since: datetime, until: datetime, now: datetime, bars: list[dict[str, Any]], truncated: bool,
+              rendered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    intervals = [(bar["start"], bar["end"] or now, index) for index, bar in enumerate(bars)]
     groups = overlap_groups(intervals)
     return {
         "since": _iso(since), "until": _iso(until), "truncated": truncated,
@@ -412,7 +471,7 @@ def overlaps(since: datetime, until: datetime, task_name: str | None = None,
             {"start": _iso(group["start"]), "end": _iso(group["end"]),
              "duration": round((group["end"] - group["start"]).total_seconds(), 3),
              "overlap_seconds": group["overlap_seconds"], "max_concurrency": group["max_concurrency"],
-             "jobs": [_render_bar(bar) for bar in group["members"]]}
+             "jobs": [rendered[i] if rendered is not None else _render_bar(bars[i]) for i in group["members"]]}
             for group in groups
         ],
     }
@@ -444,76 +503,36 @@ def describe_stuck(job: JobRun, now: datetime | None = None) -> dict[str, Any]:
 
 # --- errors ---------------------------------------------------------------------------------------------
 
-# Variable parts of exception messages, replaced in this order so "same error, different id" groups
-# together. The patterns mean the same in Python's re and PostgreSQL's regular expressions.
-MESSAGE_NORMALISERS: tuple[tuple[str, str], ...] = (
-    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]+", "<email>"),
-    (r"0x[0-9a-fA-F]+", "<hex>"),
-    (r"'[^']*'", "'<str>'"),
-    (r'"[^"]*"', '"<str>"'),
-    (r"[0-9]+(\.[0-9]+)?", "<n>"),
-)
-MESSAGE_PREFIX = 300
-
-
-def normalise_message(message: str) -> str:
-    """The first line of a message (at most 300 characters) with ids, numbers and quoted values masked."""
-    text = message.split("\n", 1)[0][:MESSAGE_PREFIX]
-    for pattern, replacement in MESSAGE_NORMALISERS:
-        text = re.sub(pattern, replacement, text)
-    return text
-
-
-def _normalised_sql() -> Any:
-    expression: Any = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
-                           Value(MESSAGE_PREFIX), function="left", output_field=TextField())
-    for pattern, replacement in MESSAGE_NORMALISERS:
-        expression = Func(expression, Value(pattern), Value(replacement), Value("g"), function="regexp_replace",
-                          output_field=TextField())
-    return expression
-
-
 def error_groups(since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """Failures first seen in the range, grouped by exception type and normalised message, most first."""
-    failures = JobRun.objects.failed().in_range(since, until).order_by()
-    if connections[JobRun.objects.db].vendor == "postgresql":
-        from django.contrib.postgres.aggregates import ArrayAgg
+    """Failures that finished in the range, grouped by exception type and normalised message, most first.
 
-        rows = (failures.annotate(normalised=_normalised_sql()).values("exception_type", "normalised")
-                .annotate(count=Count("id"), first_seen=Min("finished_at"), last_seen=Max("finished_at"),
-                          example=Min("exception_message"),
-                          task_names=ArrayAgg("task_name", distinct=True, order_by="task_name"),
-                          queues=ArrayAgg("queue", distinct=True, order_by="queue")))
-        groups = [dict(row) for row in rows]
-    else:
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in failures.values("exception_type", "exception_message", "task_name", "queue", "finished_at"):
-            key = (row["exception_type"], normalise_message(row["exception_message"]))
-            group = merged.setdefault(key, {"exception_type": key[0], "normalised": key[1], "count": 0,
-                                            "first_seen": None, "last_seen": None, "example": None,
-                                            "task_names": set(), "queues": set()})
-            group["count"] += 1
-            stamp = row["finished_at"]
-            if stamp is not None:
-                group["first_seen"] = min(group["first_seen"] or stamp, stamp)
-                group["last_seen"] = max(group["last_seen"] or stamp, stamp)
-            group["example"] = min(group["example"] or row["exception_message"], row["exception_message"])
-            group["task_names"].add(row["task_name"])
-            group["queues"].add(row["queue"])
-        groups = [{**g, "task_names": sorted(g["task_names"]), "queues": sorted(g["queues"])}
-                  for g in merged.values()]
-    groups.sort(key=lambda g: (-g["count"], g["exception_type"], g["normalised"]))
-    return [{"exception_type": g["exception_type"], "message": g["normalised"], "example": g["example"],
-             "count": g["count"], "first_seen": _iso(g["first_seen"]), "last_seen": _iso(g["last_seen"]),
-             "task_names": list(g["task_names"]), "queues": list(g["queues"])} for g in groups]
+    From the error rollups (``rollups.error_rows``): a constant number of queries and rows per range.
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for exception_type, message, task_name, queue, count, first_seen, last_seen, example in rollups.error_rows(
+            since, until):
+        group = merged.get((exception_type, message))
+        if group is None:
+            merged[(exception_type, message)] = {
+                "exception_type": exception_type, "message": message, "example": example, "count": count,
+                "first_seen": first_seen, "last_seen": last_seen, "task_names": {task_name}, "queues": {queue}}
+            continue
+        group["count"] += count
+        group["first_seen"] = min(group["first_seen"], first_seen)
+        group["last_seen"] = max(group["last_seen"], last_seen)
+        group["example"] = min(group["example"], example)
+        group["task_names"].add(task_name)
+        group["queues"].add(queue)
+    groups = sorted(merged.values(), key=lambda g: (-g["count"], g["exception_type"], g["message"]))
+    return [{**g, "first_seen": _iso(g["first_seen"]), "last_seen": _iso(g["last_seen"]),
+             "task_names": sorted(g["task_names"]), "queues": sorted(g["queues"])} for g in groups]
 
 
 def error_group_jobs(since: datetime, until: datetime, exception_type: str, message: str) -> QuerySet[JobRun]:
-    """The failures of one error group (as listed by :func:`error_groups`) first seen in the range."""
-    failures = JobRun.objects.failed().in_range(since, until).filter(exception_type=exception_type)
+    """The failures of one error group (as listed by :func:`error_groups`) that finished in the range."""
+    failures = rollups.failures_between(since, until).filter(exception_type=exception_type)
     if connections[JobRun.objects.db].vendor == "postgresql":
-        return failures.annotate(normalised=_normalised_sql()).filter(normalised=message)
+        return failures.annotate(normalised=rollups.normalised_sql()).filter(normalised=message)
     ids = [pk for pk, text in failures.values_list("id", "exception_message") if normalise_message(text) == message]
     return JobRun.objects.filter(id__in=ids)
 

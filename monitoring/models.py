@@ -326,6 +326,33 @@ for _index, _field in enumerate(HISTOGRAM_FIELDS):
                                                                default=0))
 
 
+class ErrorRollup(models.Model):
+    """Failures of one error group (exception type and normalised message), task name and queue that
+    finished in one time bucket: their count, first and last finish and the smallest full message.
+
+    Maintained with ``JobRollup`` by ``monitoring.rollups`` (same buckets, windows and covered span).
+    """
+
+    granularity = models.PositiveIntegerField(_("granularity (s)"), choices=RollupGranularity.choices)
+    bucket = models.DateTimeField(_("bucket start"))
+    exception_type = models.CharField(_("exception type"), max_length=255)
+    message = models.TextField(_("normalised message"))
+    task_name = models.CharField(_("task name"), max_length=255)
+    queue = models.CharField(_("queue"), max_length=255, blank=True, default="")
+    count = models.PositiveIntegerField(_("failures"), default=0)
+    first_seen = models.DateTimeField(_("first failure"))
+    last_seen = models.DateTimeField(_("last failure"))
+    example = models.TextField(_("example message"), blank=True, default="")
+
+    class Meta:
+        verbose_name = _("error rollup")
+        verbose_name_plural = _("error rollups")
+        indexes = [models.Index(fields=["granularity", "bucket"], name="errorrollup_bucket_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.exception_type}: {self.message[:40]} {self.bucket:%Y-%m-%d %H:%M} ({self.granularity}s)"
+
+
 class RollupState(models.Model):
     """The span of time the rollups cover completely (one row); reads go to ``JobRun`` outside it."""
 

@@ -10,6 +10,11 @@ takes whole days from daily rows, the partial days at its edges from hourly rows
 five-minute rows, the last few minutes at its edges and everything outside the covered span from
 ``JobRun`` through the finished-at index: one query over the rollups and one over ``JobRun`` whatever
 the range. The answer is exact for counts and runtime sums; percentiles come from the summed histograms.
+
+``ErrorRollup`` keeps the failures per error group (exception type and normalised message), task name and
+queue in the same buckets, rewritten by the same recompute, so error groups read a range the same way
+(``error_rows``). Reads sum in SQL at the grouping the caller asks for (``read``); ``shared_reads`` lets a
+page that shows one range in several places read it once.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import bisect
 import logging
 import operator
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Count, Min, Q, Sum
+from django.db import connections, transaction
+from django.db.models import Count, F, Func, Max, Min, Q, Sum, TextField, Value
 from django.db.models.functions import ExtractMinute, Floor, Trunc
 from django.utils import timezone
 
@@ -33,6 +41,7 @@ from .models import (
     HISTOGRAM_BOUNDS,
     HISTOGRAM_FIELDS,
     OUTCOME_FIELDS,
+    ErrorRollup,
     JobRollup,
     JobRun,
     JobState,
@@ -178,45 +187,328 @@ def _finished_between(since: datetime | None, until: datetime | None) -> Any:
     return qs.order_by()
 
 
+# --- error groups: normalised messages --------------------------------------------------------------
+
+# Variable parts of exception messages, replaced in this order so "same error, different id" groups
+# together. The patterns mean the same in Python's re and PostgreSQL's regular expressions.
+MESSAGE_NORMALISERS: tuple[tuple[str, str], ...] = (
+    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
+    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]+", "<email>"),
+    (r"0x[0-9a-fA-F]+", "<hex>"),
+    (r"'[^']*'", "'<str>'"),
+    (r'"[^"]*"', '"<str>"'),
+    (r"[0-9]+(\.[0-9]+)?", "<n>"),
+)
+MESSAGE_PREFIX = 300
+
+
+def normalise_message(message: str) -> str:
+    """The first line of a message (at most 300 characters) with ids, numbers and quoted values masked."""
+    text = message.split("\n", 1)[0][:MESSAGE_PREFIX]
+    for pattern, replacement in MESSAGE_NORMALISERS:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
+def normalised_sql() -> Any:
+    """``normalise_message`` of ``exception_message`` as a PostgreSQL expression."""
+    expression: Any = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
+                           Value(MESSAGE_PREFIX), function="left", output_field=TextField())
+    for pattern, replacement in MESSAGE_NORMALISERS:
+        expression = Func(expression, Value(pattern), Value(replacement), Value("g"), function="regexp_replace",
+                          output_field=TextField())
+    return expression
+
+
+def failures_between(since: datetime | None, until: datetime | None) -> Any:
+    """Failed jobs (state FAILURE) that finished in ``[since, until)``: what error groups count."""
+    qs = JobRun.objects.failed().filter(finished_at__isnull=False)
+    if since is not None:
+        qs = qs.filter(finished_at__gte=since)
+    if until is not None:
+        qs = qs.filter(finished_at__lt=until)
+    return qs.order_by()
+
+
 # --- reading --------------------------------------------------------------------------------------------
 
+DIMENSIONS = ("step", "task_name", "queue")
 Key = tuple[datetime | None, str, str]
+_COUNT_COLUMNS = 4  # the outcome columns; runtime sum, count and the histogram follow
+_UNREAD = object()
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One grouping of a read: the dimensions summed over (a subset of ``DIMENSIONS``, in that order or
+    not) and whether runtimes are summed too (without them, the ``Figures`` hold counts only)."""
+
+    by: tuple[str, ...]
+    runtimes: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.by) - set(DIMENSIONS)
+        if unknown:
+            raise ValueError(f"unknown rollup dimensions {sorted(unknown)}; use {DIMENSIONS}")
+
+
+@dataclass
+class _Shared:
+    """What ``shared_reads`` keeps: the coverage state and each (since, until, step, grouping) read."""
+
+    state: Any = _UNREAD
+    reads: dict[tuple[Any, ...], dict[tuple[Any, ...], Figures]] = field(default_factory=dict)
+
+
+_shared: ContextVar[_Shared | None] = ContextVar("monitoring_rollups_shared", default=None)
+
+
+@contextmanager
+def shared_reads() -> Iterator[None]:
+    """Within the block, read each (range, step, grouping) once and the coverage state once.
+
+    A page that shows the same range in several cards (the jobs dashboard: stats, trends and queue counts
+    of the last 24 hours) then costs one rollup query per range instead of one per card. A step-less
+    grouping is also folded in Python from a finer step-less one read before (``task_name`` from
+    ``task_name`` + ``queue``): their rows are bounded by the pairs of names, not by the range.
+    """
+    token = _shared.set(_Shared())
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def read(since: datetime | None, until: datetime, groupings: Sequence[Grouping], *,
+         step: int | None = None) -> list[dict[tuple[Any, ...], Figures]]:
+    """Sum finished jobs in ``[since, until)`` once per grouping; one dict per grouping, keyed by its dims.
+
+    ``step`` (``HOUR`` or ``DAY``, UTC) is the size of the ``"step"`` dimension, whose values are the
+    buckets' start times. ``since=None`` means from the first record. Two queries whatever the range,
+    the table size and the number of groupings (the covered span, then one statement over the rollup rows
+    of every granularity the range needs and the ``JobRun`` rows at its edges, summed in SQL per grouping).
+    """
+    if step is None and any("step" in grouping.by for grouping in groupings):
+        raise ValueError("grouping by step needs a step")
+    memo = _shared.get()
+    results: list[dict[tuple[Any, ...], Figures] | None] = [
+        _recall(memo, since, until, step, grouping) if memo is not None else None for grouping in groupings]
+    missing = [grouping for grouping, result in zip(groupings, results, strict=True) if result is None]
+    if missing:
+        if memo is None:
+            state = _state()
+        else:
+            if memo.state is _UNREAD:
+                memo.state = _state()
+            state = memo.state
+        computed = _sum(plan(since, until, state, step=step), missing, step)
+        for grouping, result in zip(missing, computed, strict=True):
+            if memo is not None:
+                memo.reads[(since, until, step if "step" in grouping.by else None, grouping)] = result
+        fresh = iter(computed)
+        results = [result if result is not None else next(fresh) for result in results]
+    return results  # type: ignore[return-value]
 
 
 def aggregate(since: datetime | None, until: datetime, *, step: int | None = None) -> dict[Key, Figures]:
-    """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue).
+    """Sum finished jobs in ``[since, until)`` per (step bucket, task name, queue); the step is None
+    without ``step`` (see ``read``)."""
+    if step is None:
+        (pairs,) = read(since, until, [Grouping(("task_name", "queue"))])
+        return {(None, task_name, queue): figures for (task_name, queue), figures in pairs.items()}
+    (data,) = read(since, until, [Grouping(("step", "task_name", "queue"))], step=step)
+    return data  # type: ignore[return-value]
 
-    ``step`` is None (one bucket, key ``None``), ``HOUR`` or ``DAY`` (UTC). ``since=None`` means from
-    the first record. Three queries whatever the range or table size: the covered span, one over the
-    rollup rows of every granularity the range needs, one over the ``JobRun`` rows at its edges.
-    """
-    state = RollupState.objects.filter(pk=1).first()
-    raw, rolled = Q(), Q()
-    for kind, granularity, start, end in plan(since, until, state, step=step):
+
+ErrorRow = tuple[str, str, str, str, int, datetime, datetime, str]
+
+
+def error_rows(since: datetime | None, until: datetime) -> list[ErrorRow]:
+    """Failures that finished in ``[since, until)`` per (exception type, normalised message, task name,
+    queue): count, first and last finish, smallest message. Three queries whatever the range: the covered
+    span, the error rollup rows, the ``JobRun`` failures at the edges."""
+    memo = _shared.get()
+    if memo is None or memo.state is _UNREAD:
+        state = _state()
+        if memo is not None:
+            memo.state = state
+    else:
+        state = memo.state
+    rolled, raw = Q(), Q()
+    for kind, granularity, start, end in plan(since, until, state):
         if kind == "raw":
-            bounds = Q(finished_at__lt=end) if start is None else Q(finished_at__gte=start, finished_at__lt=end)
-            raw |= bounds
+            raw |= Q(finished_at__lt=end) if start is None else Q(finished_at__gte=start, finished_at__lt=end)
         else:
             rolled |= Q(granularity=granularity, bucket__gte=start, bucket__lt=end)
+    rows: list[ErrorRow] = []
+    if rolled:
+        rows += list(ErrorRollup.objects.filter(rolled).order_by()
+                     .values_list("exception_type", "message", "task_name", "queue")
+                     .annotate(Sum("count"), Min("first_seen"), Max("last_seen"), Min("example")))
+    if raw:
+        rows += _raw_error_rows(failures_between(None, None).filter(raw))
+    return rows
+
+
+def _raw_error_rows(failures: Any) -> list[ErrorRow]:
+    if connections[failures.db].vendor != "postgresql":
+        merged: dict[tuple[str, str, str, str], list[Any]] = {}
+        for exception_type, message, task_name, queue, finished in failures.values_list(
+                "exception_type", "exception_message", "task_name", "queue", "finished_at"):
+            key = (exception_type, normalise_message(message), task_name, queue)
+            row = merged.get(key)
+            if row is None:
+                merged[key] = [1, finished, finished, message]
+            else:
+                row[0] += 1
+                row[1], row[2], row[3] = min(row[1], finished), max(row[2], finished), min(row[3], message)
+        return [(*key, *values) for key, values in merged.items()]  # type: ignore[misc]
+    # Counted per exact first line first, so the regular expressions run once per distinct line, not per
+    # failure (six regexp_replace per row were ~90% of the time over 10,000s of failures).
+    first_line = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
+                      Value(MESSAGE_PREFIX), function="left", output_field=TextField())
+    exact = (failures.annotate(line=first_line).values("exception_type", "line", "task_name", "queue")
+             .annotate(n=Count("id"), first_seen=Min("finished_at"), last_seen=Max("finished_at"),
+                       example=Min("exception_message")))
+    exact_sql, params = exact.query.sql_with_params()
+    normalised = "line"
+    for pattern, replacement in MESSAGE_NORMALISERS:
+        normalised = f"regexp_replace({normalised}, %s, %s, 'g')"
+        params = (*params, pattern, replacement)
+    sql = (f"WITH exact AS ({exact_sql}), "
+           f"lines AS (SELECT exception_type, line, {normalised} AS normalised FROM exact "
+           "GROUP BY exception_type, line) "
+           "SELECT e.exception_type, l.normalised, e.task_name, e.queue, SUM(e.n), MIN(e.first_seen), "
+           "MAX(e.last_seen), MIN(e.example) "
+           "FROM exact e JOIN lines l ON l.exception_type = e.exception_type AND l.line = e.line "
+           "GROUP BY e.exception_type, l.normalised, e.task_name, e.queue")
+    with connections[failures.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(*row[:4], int(row[4]), *row[5:]) for row in cursor.fetchall()]
+
+
+def fold(data: dict[tuple[Any, ...], Figures], positions: Sequence[int]) -> dict[tuple[Any, ...], Figures]:
+    """Re-key ``data`` by the key elements at ``positions`` and add up the figures that meet."""
+    out: dict[tuple[Any, ...], Figures] = {}
+    for key, figures in data.items():
+        short = tuple(key[i] for i in positions)
+        if short in out:
+            out[short].add(figures)
+        else:
+            out[short] = replace(figures, histogram=list(figures.histogram))
+    return out
+
+
+def _state() -> RollupState | None:
+    return RollupState.objects.filter(pk=1).first()
+
+
+def _recall(memo: _Shared, since: datetime | None, until: datetime, step: int | None,
+            grouping: Grouping) -> dict[tuple[Any, ...], Figures] | None:
+    key_step = step if "step" in grouping.by else None
+    for runtimes in ((grouping.runtimes, True) if not grouping.runtimes else (True,)):
+        found = memo.reads.get((since, until, key_step, Grouping(grouping.by, runtimes)))
+        if found is not None:
+            return found
+    if "step" in grouping.by:
+        return None
+    for (m_since, m_until, m_step, m_grouping), found in memo.reads.items():
+        if (m_since, m_until, m_step) == (since, until, None) and set(grouping.by) < set(m_grouping.by) and (
+                m_grouping.runtimes or not grouping.runtimes):
+            return fold(found, [m_grouping.by.index(dim) for dim in grouping.by])
+    return None
+
+
+def _sum(segments: list[Segment], groupings: Sequence[Grouping], step: int | None
+         ) -> list[dict[tuple[Any, ...], Figures]]:
+    """Run the one statement that sums ``segments`` per grouping; see ``read``."""
+    connection = connections[JobRollup.objects.db]
+    ops, quote = connection.ops, connection.ops.quote_name
+    postgres = connection.vendor == "postgresql"
+
+    def step_of(column: str) -> str:
+        if step is None:
+            return "0"
+        seconds = f"FLOOR(EXTRACT(EPOCH FROM {column}))" if postgres else f"CAST(STRFTIME('%%s', {column}) AS INTEGER)"
+        return f"CAST({seconds} AS BIGINT) / {int(step)}"
+
+    def moment(value: datetime) -> Any:
+        return ops.adapt_datetimefield_value(value)
+
+    rolled: list[str] = []
+    raw: list[str] = []
+    params: list[Any] = []
+    rolled_params: list[Any] = []
+    raw_params: list[Any] = []
+    for kind, granularity, start, end in segments:
+        if kind == "raw":
+            if start is None:
+                raw.append("finished_at < %s")
+                raw_params.append(moment(end))
+            else:
+                raw.append("(finished_at >= %s AND finished_at < %s)")
+                raw_params += [moment(start), moment(end)]
+        else:
+            rolled.append("(granularity = %s AND bucket >= %s AND bucket < %s)")
+            rolled_params += [granularity, moment(start), moment(end)]
     sources = []
     if rolled:
-        sources.append((JobRollup.objects.filter(rolled).order_by(), "bucket", _rollup_sums()))
+        sources.append(f"SELECT {step_of('bucket')} AS step, task_name, queue, {', '.join(SUM_FIELDS)} "
+                       f"FROM {quote(JobRollup._meta.db_table)} WHERE {' OR '.join(rolled)}")
+        params += rolled_params
     if raw:
-        sources.append((_finished_between(None, None).filter(raw), "finished_at", _jobrun_sums()))
-    result: dict[Key, Figures] = {}
-    for qs, column, sums in sources:
-        group = ["task_name", "queue"]
-        if step is not None:
-            qs = qs.annotate(step_start=_trunc(column, step))
-            group.insert(0, "step_start")
-        for row in qs.values(*group).annotate(**sums):
-            key = (row.get("step_start"), row["task_name"], row["queue"])
-            figures = Figures.from_row(row)
-            if key in result:
-                result[key].add(figures)
-            else:
-                result[key] = figures
-    return result
+        outcomes = [f"CASE WHEN state = %s THEN 1 ELSE 0 END AS {name}" for name in OUTCOME_FIELDS]
+        params += [_OUTCOME_STATES[name] for name in OUTCOME_FIELDS]
+        histogram = []
+        for index, name in enumerate(HISTOGRAM_FIELDS):
+            condition = ["runtime IS NOT NULL"]
+            if index:
+                condition.append(f"runtime > {HISTOGRAM_BOUNDS[index - 1]!r}")
+            if index < len(HISTOGRAM_BOUNDS):
+                condition.append(f"runtime <= {HISTOGRAM_BOUNDS[index]!r}")
+            histogram.append(f"CASE WHEN {' AND '.join(condition)} THEN 1 ELSE 0 END AS {name}")
+        states = ", ".join(["%s"] * len(FINISHED_STATES))
+        sources.append(
+            f"SELECT {step_of('finished_at')} AS step, task_name, queue, {', '.join(outcomes)}, "
+            f"COALESCE(runtime, 0) AS runtime_sum, CASE WHEN runtime IS NULL THEN 0 ELSE 1 END AS runtime_count, "
+            f"{', '.join(histogram)} FROM {quote(JobRun._meta.db_table)} "
+            f"WHERE finished_at IS NOT NULL AND state IN ({states}) AND ({' OR '.join(raw)})")
+        params += [*FINISHED_STATES, *raw_params]
+    if not sources:
+        return [{} for _ in groupings]
+    selects = []
+    for index, grouping in enumerate(groupings):
+        # Placeholders of one type per column (0 or ''), never NULL: PostgreSQL types a UNION pairwise.
+        dims = ", ".join(dim if dim in grouping.by else "0" if dim == "step" else "''" for dim in DIMENSIONS)
+        fields = SUM_FIELDS if grouping.runtimes else SUM_FIELDS[:_COUNT_COLUMNS]
+        sums = ", ".join(f"SUM({name})" for name in fields)
+        padding = ", 0" * (len(SUM_FIELDS) - len(fields))
+        group_by = f" GROUP BY {', '.join(grouping.by)}" if grouping.by else ""
+        selects.append(f"SELECT {index} AS grouping_id, {dims}, {sums}{padding} FROM src{group_by}")
+    sql = f"WITH src AS ({' UNION ALL '.join(sources)}) {' UNION ALL '.join(selects)}"
+    results: list[dict[tuple[Any, ...], Figures]] = [{} for _ in groupings]
+    positions = [[DIMENSIONS.index(dim) + 1 for dim in grouping.by] for grouping in groupings]
+    starts: dict[int, datetime] = {}
+    empty = [0] * len(HISTOGRAM_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for row in rows:
+        index = row[0]
+        values = list(row)
+        if step is not None and values[1] is not None:
+            number = int(values[1])
+            if number not in starts:
+                starts[number] = _EPOCH + timedelta(seconds=number * step)
+            values[1] = starts[number]
+        key = tuple(values[i] for i in positions[index])
+        # Sums of integer columns arrive as int from both PostgreSQL (bigint) and SQLite: no conversion.
+        if groupings[index].runtimes:
+            figures = Figures(row[4], row[5], row[6], row[7], float(row[8] or 0.0), row[9] or 0, list(row[10:]))
+        else:
+            figures = Figures(row[4], row[5], row[6], row[7], histogram=list(empty))
+        results[index][key] = figures
+    return results
 
 
 Segment = tuple[str, int | None, datetime | None, datetime]
@@ -294,7 +586,56 @@ def recompute(start: datetime, end: datetime) -> int:
         daily = [_rollup(DAY, row["day"], row) for row in days]
         JobRollup.objects.filter(granularity=DAY, bucket__gte=d0, bucket__lt=d1).delete()
         JobRollup.objects.bulk_create(daily, batch_size=2_000)
-    return len(slots) + len(hourly) + len(daily)
+        errors = recompute_errors(start, end, (h0, h1), (d0, d1))
+    return len(slots) + len(hourly) + len(daily) + errors
+
+
+def recompute_errors(start: datetime, end: datetime, hours: tuple[datetime, datetime],
+                     days: tuple[datetime, datetime]) -> int:
+    """Rewrite the error rollups: five-minute buckets in ``[start, end)`` from ``JobRun``, then the
+    ``hours`` and ``days`` spans from the finer rows (part of ``recompute``)."""
+    slots = [ErrorRollup(granularity=FIVE_MINUTES, bucket=floor_time(row[5], FIVE_MINUTES), exception_type=row[0],
+                         message=row[1], task_name=row[2], queue=row[3], count=row[4], first_seen=row[5],
+                         last_seen=row[6], example=row[7])
+             for row in _error_slots(start, end)]
+    ErrorRollup.objects.filter(granularity=FIVE_MINUTES, bucket__gte=start, bucket__lt=end).delete()
+    ErrorRollup.objects.bulk_create(slots, batch_size=2_000)
+    written = len(slots)
+    for size, finer, (lo, hi) in ((HOUR, FIVE_MINUTES, hours), (DAY, HOUR, days)):
+        rows = (ErrorRollup.objects.filter(granularity=finer, bucket__gte=lo, bucket__lt=hi).order_by()
+                .annotate(start=_trunc("bucket", size))
+                .values_list("start", "exception_type", "message", "task_name", "queue")
+                .annotate(Sum("count"), Min("first_seen"), Max("last_seen"), Min("example")))
+        coarse = [ErrorRollup(granularity=size, bucket=row[0], exception_type=row[1], message=row[2],
+                              task_name=row[3], queue=row[4], count=row[5], first_seen=row[6], last_seen=row[7],
+                              example=row[8]) for row in rows]
+        ErrorRollup.objects.filter(granularity=size, bucket__gte=lo, bucket__lt=hi).delete()
+        ErrorRollup.objects.bulk_create(coarse, batch_size=2_000)
+        written += len(coarse)
+    return written
+
+
+def _error_slots(start: datetime, end: datetime) -> list[ErrorRow]:
+    """``_raw_error_rows`` per five-minute slot: each slot's failures grouped on their own."""
+    failures = failures_between(start, end)
+    if connections[failures.db].vendor != "postgresql":
+        merged: dict[tuple[datetime, str, str, str, str], list[Any]] = {}
+        for exception_type, message, task_name, queue, finished in failures.values_list(
+                "exception_type", "exception_message", "task_name", "queue", "finished_at"):
+            key = (floor_time(finished, FIVE_MINUTES), exception_type, normalise_message(message), task_name, queue)
+            row = merged.get(key)
+            if row is None:
+                merged[key] = [1, finished, finished, message]
+            else:
+                row[0] += 1
+                row[1], row[2], row[3] = min(row[1], finished), max(row[2], finished), min(row[3], message)
+        return [(*key[1:], *values) for key, values in merged.items()]  # type: ignore[misc]
+    slot = Trunc("finished_at", "hour", tzinfo=UTC)
+    return [(*row[2:6], row[6], row[7], row[8], row[9]) for row in failures
+            .annotate(hour=slot, slot=Floor(ExtractMinute("finished_at", tzinfo=UTC) / 5),
+                      normalised=normalised_sql())
+            .values_list("hour", "slot", "exception_type", "normalised", "task_name", "queue")
+            .annotate(Count("id"), Min("finished_at"), Max("finished_at"), Min("exception_message"))]
 
 
 def _rollup(granularity: int, bucket: datetime, row: dict[str, Any]) -> JobRollup:
@@ -374,6 +715,7 @@ def prune(now: datetime | None = None) -> int:
     with transaction.atomic():
         state = _locked_state()
         deleted, _ = JobRollup.objects.filter(bucket__lt=cutoff).delete()
+        ErrorRollup.objects.filter(bucket__lt=cutoff).delete()
         if state.covered_from is not None and state.covered_from < cutoff:
             state.covered_from = cutoff
             if state.complete_until is not None and state.complete_until < cutoff:

@@ -14,8 +14,11 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import quote as url_quote
 
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -25,7 +28,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import RFC3986_SUBDELIMS, url_has_allowed_host_and_scheme
 from django.utils.translation import gettext_lazy as _
 
 from .. import conf
@@ -100,11 +103,36 @@ class BigTableAdmin(ReadOnlyAdmin):
         only = self.list_only
 
         class LeanChangeList(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                # Django's row rendering resolve()s every row link to decide whether the list's filters
+                # belong in it (a third of a filtered page): a row always links to its change page, so the
+                # links carry them from url_for_result and the per-row step gets nothing to resolve.
+                self.row_query, self.preserved_filters = self.preserved_filters, ""
+
             def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
                 queryset = super().get_queryset(request, exclude_parameters)
                 return queryset.only(*only) if only else queryset
 
+            @cached_property
+            def change_url_pattern(self) -> str:
+                return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=("__pk__",),
+                               current_app=self.model_admin.admin_site.name)
+
+            def url_for_result(self, result: Any) -> str:
+                # One reverse() per page, not per row; the pk escaped as reverse() would escape it.
+                pk = url_quote(str(quote(getattr(result, self.pk_attname))), safe=RFC3986_SUBDELIMS + "/~:@")
+                url = self.change_url_pattern.replace("__pk__", pk, 1)
+                return f"{url}?{self.row_query}" if self.row_query else url
+
         return LeanChangeList
+
+    def action_checkbox(self, obj: Any) -> str:
+        """The row's selection checkbox, formatted directly: Django renders a widget template per row
+        (a sixth of a 50-row changelist's server time)."""
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           helpers.ACTION_CHECKBOX_NAME, str(obj.pk), label)
 
 
 # --- date hierarchy -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import alerts, conf, control, metrics
+from .. import alerts, conf, control, metrics, rollups
 from ..api.permissions import can_act
 from ..audit import Actor
 from ..models import AuditSource, JobRun
@@ -119,19 +119,6 @@ def _figures(stats: dict[str, Any], task: str) -> dict[str, Any]:
             "average_duration": row["average_duration"], "running": row["running"], "failed": row["failed"]}
 
 
-def _overall_series(trends: dict[str, Any], task: str) -> list[dict[str, Any]]:
-    """The trend series of one job type, or of all jobs (every job is in exactly one queue)."""
-    groups = [g for g in trends["tasks"] if g["task_name"] == task] if task else trends["queues"]
-    if not groups:
-        return []
-    series = [{"start": point["start"], "successful": 0, "failed": 0, "total": 0} for point in groups[0]["series"]]
-    for group in groups:
-        for total, point in zip(series, group["series"], strict=True):
-            for key in ("successful", "failed", "total"):
-                total[key] += point[key]
-    return series
-
-
 class JobsDashboardMixin:
     """Adds the dashboard, queue actions and error-group retry to the job-run admin."""
 
@@ -164,18 +151,18 @@ class JobsDashboardMixin:
                                       "7d" if range_name == "7d" else "30d")
         span = until - since
 
-        stats = metrics.stats(since, until, now=now)
-        previous = metrics.stats(since - span, since, now=now)
-        current, before = _figures(stats, task), _figures(previous, task)
-        live = metrics.metrics(now=now)
-        queues = metrics.queues(now=now)
-        trends = metrics.trends(trend_period, now=now)
-        timeline = metrics.timeline(since, until, task_name=task or None, now=now)
-        overlaps = metrics.overlaps(since, until, task_name=task or None, now=now)
+        # The cards, tables and charts read the same ranges: the rollup coverage is read once for the page.
+        with rollups.shared_reads():
+            stats = metrics.stats(since, until, now=now)
+            trend_series = metrics.trend_series(trend_period, task_name=task or None, now=now)
+            before = metrics.totals(since - span, since, task_name=task or None)
+            errors = [group for group in metrics.error_groups(since, until)
+                      if not task or task in group["task_names"]][:LIST_SIZE]
+        current = _figures(stats, task)
+        queues = metrics.queue_overview(now=now)
+        timeline, overlaps = metrics.timeline_with_overlaps(since, until, task_name=task or None, now=now)
         stuck = [metrics.describe_stuck(job, now=now) | {"pk": job.pk}
                  for job in metrics.stuck_jobs(now=now).filter(**({"task_name": task} if task else {}))[:LIST_SIZE]]
-        errors = [group for group in metrics.error_groups(since, until)
-                  if not task or task in group["task_names"]][:LIST_SIZE]
         recent = JobRun.objects.only("id", "task_id", "task_name", "queue", "state", "worker", "created_at",
                                      "started_at", "finished_at", "runtime").order_by("-created_at", "-id")
         if task:
@@ -189,7 +176,7 @@ class JobsDashboardMixin:
              **change(current["average_duration"], before["average_duration"], lower_is_better=True)},
             {"key": "running", "label": _("Running now"), "unit": "", "value": current["running"], "delta": None,
              "trend": "flat", "note": _("now")},
-            {"key": "waiting", "label": _("Waiting"), "unit": "", "value": live["totals"]["waiting"], "delta": None,
+            {"key": "waiting", "label": _("Waiting"), "unit": "", "value": queues["waiting"], "delta": None,
              "trend": "flat", "note": _("in the broker now")},
             {"key": "failed", "label": _("Failed"), "unit": "",
              **change(current["failed"], before["failed"], lower_is_better=True)},
@@ -206,8 +193,8 @@ class JobsDashboardMixin:
             "refresh": controls.value("refresh", "0"),
             "cards": cards,
             "queues": queues["queues"], "broker": queues["broker"], "workers_available": queues["workers_available"],
-            "workers": live["workers"],
-            "trend_series": _overall_series(trends, task),
+            "workers": queues["workers"],
+            "trend_series": trend_series,
             "job_types": job_types,
             "timeline": timeline, "overlap_groups": overlaps["groups"],
             "open_alerts": alerts.open_alerts(limit=LIST_SIZE),

@@ -144,3 +144,14 @@ def test_job_runs_are_never_added_or_edited(admin_client_, jobs):
     before = JobRun.objects.get(pk=jobs[0].pk).state
     admin_client_.post(reverse("admin:monitoring_jobrun_change", args=[jobs[0].pk]), {"state": "LOST"})
     assert JobRun.objects.get(pk=jobs[0].pk).state == before
+
+
+def test_rows_link_to_their_change_page_keeping_the_filters(admin_client_, jobs):
+    page = admin_client_.get(CHANGELIST, {"state__exact": "FAILURE", "o": "-6"}).content.decode()
+    failed = [job for job in jobs if job.state == JobState.FAILURE]
+    for job in failed:
+        change = reverse("admin:monitoring_jobrun_change", args=[job.pk])
+        assert f'href="{change}?_changelist_filters=state__exact%3DFAILURE%26o%3D-6"' in page
+    assert page.count('name="_selected_action"') == len(failed)
+    unfiltered = admin_client_.get(CHANGELIST).content.decode()
+    assert f'href="{reverse("admin:monitoring_jobrun_change", args=[jobs[0].pk])}"' in unfiltered

@@ -76,8 +76,12 @@ def test_jobs_dashboard_figures_match_the_records(viewer_client, db):
     report = {row["task_name"]: row for row in response.context["job_types"]}
     assert report["app.mail"]["total_runs"] == sum(r.task_name == "app.mail" for r in current)
 
-    only_mail = cards(viewer_client.get(DASHBOARD, {"range": "24h", "task": "app.mail"}))
-    assert only_mail["total"] == sum(r.task_name == "app.mail" for r in current)
+    mail = viewer_client.get(DASHBOARD, {"range": "24h", "task": "app.mail"})
+    assert cards(mail)["total"] == sum(r.task_name == "app.mail" for r in current)
+    mail_failed = next(c for c in mail.context["cards"] if c["key"] == "failed")
+    assert mail_failed["previous"] == sum(r.task_name == "app.mail" and r.state == JobState.FAILURE for r in previous)
+    mail_total = next(c for c in mail.context["cards"] if c["key"] == "total")
+    assert mail_total["previous"] == sum(r.task_name == "app.mail" for r in previous)
 
 
 def test_jobs_dashboard_query_count_does_not_grow_with_the_data(viewer_client, db):

@@ -58,6 +58,10 @@ def test_metrics_counts_per_queue(history):
     assert data["totals"]["active"] == 1
     assert data["broker"]["available"] is True
     assert rows["default"]["waiting"] == 0
+    # The dashboard's "waiting" card and workers line come from the queue list: the same figures.
+    overview = metrics.queue_overview(now=NOW)
+    assert overview["waiting"] == data["totals"]["waiting"]
+    assert overview["workers"]["online"] == data["workers"]["online"]
 
 
 def test_metrics_query_count_does_not_grow_with_rows(django_assert_max_num_queries):
@@ -97,6 +101,27 @@ def test_trends_per_queue_and_task(history, period):
     for task in TASKS:
         assert by_task.get(task, {"total": 0})["total"] == sum(r.task_name == task for r in window)
     assert data["totals"]["total"] == len(window)
+
+
+@pytest.mark.parametrize("period", metrics.PERIODS)
+def test_trend_series_of_all_jobs_and_of_one_task(history, period):
+    since = NOW - metrics.RANGES[period]
+    step = metrics.PERIOD_STEPS[period]
+    window = finished_in(history, since, NOW)
+    for task in (None, "app.report"):
+        series = metrics.trend_series(period, task_name=task, now=NOW)
+        rows = [r for r in window if task is None or r.task_name == task]
+        expected: dict = {}
+        for r in rows:
+            start = rollups.floor_time(r.finished_at, step).isoformat()
+            ok, bad, total = expected.get(start, (0, 0, 0))
+            expected[start] = (ok + (r.state == JobState.SUCCESS),
+                               bad + (r.state in (JobState.FAILURE, JobState.LOST)), total + 1)
+        got = {p["start"]: (p["successful"], p["failed"], p["total"]) for p in series if p["total"]}
+        assert got == expected and expected
+        trend_points = metrics.trends(period, now=NOW)["queues"][0]["series"]
+        assert [p["start"] for p in series] == [p["start"] for p in trend_points]
+    assert metrics.trend_series(period, task_name="app.unknown", now=NOW) == []
 
 
 def test_stats_per_job_type(history):
@@ -195,7 +220,7 @@ def test_stuck_jobs_longest_first_with_severity():
 def test_error_groups_mask_ids_and_numbers(history):
     since = NOW - timedelta(days=30)
     groups = metrics.error_groups(since, NOW)
-    failures = [r for r in history if r.state == JobState.FAILURE and r.created_at >= since]
+    failures = [r for r in finished_in(history, since, NOW) if r.state == JobState.FAILURE]
     expected = Counter((r.exception_type, metrics.normalise_message(r.exception_message)) for r in failures)
     assert {(g["exception_type"], g["message"]): g["count"] for g in groups} == dict(expected)
     assert [g["count"] for g in groups] == sorted((g["count"] for g in groups), reverse=True)
@@ -203,7 +228,10 @@ def test_error_groups_mask_ids_and_numbers(history):
     assert timeout["message"] == "query <n> exceeded <n>s"
     members = [r for r in failures if r.exception_type == "TimeoutError"]
     assert timeout["first_seen"] == min(r.finished_at for r in members).isoformat()
+    assert timeout["last_seen"] == max(r.finished_at for r in members).isoformat()
+    assert timeout["example"] == min(r.exception_message for r in members)
     assert timeout["task_names"] == sorted({r.task_name for r in members})
+    assert timeout["queues"] == sorted({r.queue for r in members})
     assert {g["message"] for g in groups} >= {"<n> mailbox unavailable: <email>", "'<str>'"}
 
 

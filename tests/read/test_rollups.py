@@ -7,9 +7,10 @@ import statistics
 from datetime import timedelta
 
 import pytest
+from django.test import override_settings
 
 from monitoring import rollups
-from monitoring.models import HISTOGRAM_BOUNDS, JobRollup, JobState, RollupState
+from monitoring.models import HISTOGRAM_BOUNDS, ErrorRollup, JobRollup, JobState, RollupState
 from tests.factories import job_run
 
 from .seed import NOW, expected_rate, finished_in, seed_history
@@ -33,6 +34,7 @@ RANGES = [
 ]
 
 
+@pytest.mark.sqlite  # the sums are hand-written SQL: the embedded SQLite default must agree too
 @pytest.mark.parametrize("since, until", RANGES)
 def test_aggregate_over_rollups_equals_a_scan_of_the_records(since, until, django_assert_max_num_queries):
     rows = seed_history()
@@ -48,6 +50,43 @@ def test_aggregate_over_rollups_equals_a_scan_of_the_records(since, until, djang
     assert got.runtime_count == len(runtimes)
     assert got.runtime_sum == pytest.approx(sum(runtimes))
     assert got.success_rate == expected_rate(expected)
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("since, until", RANGES)
+def test_error_rows_over_rollups_equal_a_scan_of_the_records(since, until, django_assert_max_num_queries):
+    rows = seed_history()
+    rollups.rebuild(NOW - timedelta(days=31), NOW - timedelta(minutes=20))
+    with django_assert_max_num_queries(3):
+        got_rows = rollups.error_rows(since, until)
+    got: dict = {}
+    for *key, count, first, last, example in got_rows:  # a group may come from rollups and from an edge
+        old = got.get(tuple(key), (0, first, last, example))
+        got[tuple(key)] = (old[0] + count, min(old[1], first), max(old[2], last), min(old[3], example))
+    expected: dict = {}
+    for r in finished_in(rows, since, until):
+        if r.state != JobState.FAILURE:
+            continue
+        key = (r.exception_type, rollups.normalise_message(r.exception_message), r.task_name, r.queue)
+        old = expected.get(key, (0, r.finished_at, r.finished_at, r.exception_message))
+        expected[key] = (old[0] + 1, min(old[1], r.finished_at), max(old[2], r.finished_at),
+                         min(old[3], r.exception_message))
+    assert got == expected
+    assert expected or until - since <= timedelta(hours=1)  # the short ranges may hold no failure
+
+
+def test_error_rollups_follow_late_failures_and_pruning():
+    seed_history(count=100, days=2)
+    rollups.roll_up(now=NOW)
+    late = job_run(task_name="app.add", queue="default", state=JobState.FAILURE, exception_type="KeyError",
+                   exception_message="'abc'", created_at=NOW - timedelta(hours=2, minutes=1),
+                   updated_at=NOW + timedelta(minutes=1))
+    rollups.roll_up(now=NOW + timedelta(minutes=2))
+    assert ("KeyError", "'<str>'", "app.add", "default") in {
+        row[:4] for row in rollups.error_rows(late.finished_at, late.finished_at + timedelta(seconds=1))}
+    with override_settings(MONITORING={"ROLLUP_RETENTION_DAYS": 1}):
+        rollups.prune(now=NOW)
+    assert not ErrorRollup.objects.filter(bucket__lt=NOW - timedelta(days=1, hours=1)).exists()
 
 
 def test_percentiles_fall_in_the_histogram_bucket_of_the_true_percentile():
@@ -150,6 +189,7 @@ def test_a_day_is_the_sum_of_its_hours():
     assert days == hours and sum(days.values()) > 0
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize("step", [rollups.HOUR, rollups.DAY])
 def test_stepped_aggregate_over_a_month_equals_a_scan_per_bucket(step, django_assert_max_num_queries):
     rows = seed_history()
@@ -182,3 +222,19 @@ def test_migration_backfills_daily_rows_from_hourly_rows():
     after = sorted(JobRollup.objects.filter(granularity=rollups.DAY).values_list(
         "bucket", "task_name", "queue", "succeeded", "failed", "runtime_count", "h05"))
     assert after == before and before
+
+
+def test_migration_backfills_error_rollups_for_the_covered_span():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("monitoring.migrations.0006_error_rollups")
+    seed_history(count=300, days=3)
+    rollups.rebuild(NOW - timedelta(days=4), NOW)
+    columns = ("granularity", "bucket", "exception_type", "message", "task_name", "queue", "count", "first_seen",
+               "last_seen", "example")
+    before = sorted(ErrorRollup.objects.values_list(*columns))
+    ErrorRollup.objects.all().delete()
+    migration.backfill(apps, None)
+    assert sorted(ErrorRollup.objects.values_list(*columns)) == before and before
