@@ -230,6 +230,30 @@ def test_long_names_and_nul_bytes_are_stored_not_dropped():
     assert run.exception_message == "bad\ufffdbyte"
 
 
+AWKWARD_TEXT = ['', 'NULL', 'null', '"', '\\', '\\"', '{a,b}', 'a,b', ' padded ', 'line\nbreak\ttab', "it's",
+                'ünïcödé ✓', '{"json": "in text"}', '\\N']
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("text", AWKWARD_TEXT)
+def test_text_that_looks_like_syntax_is_stored_exactly(text):
+    # PostgreSQL receives each column of a flush as one array literal: quoting must be exact.
+    t0 = capture.now()
+    capture.record(capture.make_row("odd-1", JobState.PENDING, task_name="t", published_at=t0, queue=text,
+                                    args=[text, {text: text}], kwargs={"k": text}))
+    capture.record(capture.make_row("odd-2", JobState.FAILURE, task_name="t" + text, finished_at=t0,
+                                    exception_type="E" + text, exception_message=text, traceback=text,
+                                    worker="w" + text, priority=3, runtime=0.25))
+    capture.flush()
+    first, second = JobRun.objects.get(task_id="odd-1"), JobRun.objects.get(task_id="odd-2")
+    assert (first.queue, first.args, first.kwargs) == (text, [text, {text: text}], {"k": text})
+    assert first.published_at == t0 and first.state == JobState.PENDING and first.retries == 0
+    assert (second.task_name, second.exception_type, second.exception_message, second.traceback,
+            second.worker) == ("t" + text, "E" + text, text, text, "w" + text)
+    assert (second.priority, second.runtime, second.finished_at, second.args) == (3, 0.25, t0, None)
+
+
 @pytest.mark.sqlite
 @pytest.mark.django_db(transaction=True)
 @override_settings(MONITORING={"MAX_ARGUMENTS_BYTES": 100})
