@@ -58,6 +58,7 @@ class Run:
     cpu: dict[str, float]  # microseconds of CPU per task: parent, pool, db
     row_writes: int  # inserts + updates of monitoring_jobrun during the timed window
     autovacuums: int
+    sessions: int  # database connections opened during the timed window
 
     @property
     def cpu_total(self) -> float:
@@ -176,9 +177,9 @@ class CpuSampler:
 
 # --- one run --------------------------------------------------------------------------------------------
 
-def table_stats(cur: Any) -> tuple[int, int]:
-    cur.execute("SELECT n_tup_ins + n_tup_upd, autovacuum_count FROM pg_stat_user_tables "
-                "WHERE relname = 'monitoring_jobrun'")
+def table_stats(cur: Any) -> tuple[int, int, int]:
+    cur.execute("SELECT n_tup_ins + n_tup_upd, autovacuum_count, (SELECT sessions FROM pg_stat_database "
+                "WHERE datname = current_database()) FROM pg_stat_user_tables WHERE relname = 'monitoring_jobrun'")
     return cur.fetchone()
 
 
@@ -216,7 +217,7 @@ def run_mode(opts: Options, mode: str) -> Run:
         sampler = CpuSampler(opts, worker.pid)
         sampler.start()
         with db.cursor() as cur:
-            writes_before, vacuums_before = table_stats(cur)
+            before = table_stats(cur)
         started = time.perf_counter()
         while client.llen(QUEUE) or client.hlen("unacked"):
             time.sleep(0.002)
@@ -227,7 +228,7 @@ def run_mode(opts: Options, mode: str) -> Run:
         worker.wait(timeout=60)
     time.sleep(0.6)  # the statistics collector publishes table counters at most every 0.5 s
     with db.cursor() as cur:
-        writes_after, vacuums_after = table_stats(cur)
+        after = table_stats(cur)
         if mode == "jobmonitor":
             cur.execute("SELECT count(*) FROM monitoring_jobrun WHERE state = 'SUCCESS' AND queue = %s", [QUEUE])
             done = cur.fetchone()[0]
@@ -235,7 +236,7 @@ def run_mode(opts: Options, mode: str) -> Run:
                 raise SystemExit(f"capture incomplete: {done} of {opts.tasks} SUCCESS rows")
     db.close()
     return Run(mode, opts.tasks / elapsed, {k: v / opts.tasks * 1e6 for k, v in used.items()},
-               writes_after - writes_before, vacuums_after - vacuums_before)
+               *(a - b for a, b in zip(after, before, strict=True)))
 
 
 def load() -> str:
@@ -363,7 +364,8 @@ def main() -> None:
                 runs.append(run)
                 cpu = " + ".join(f"{run.cpu[k]:.0f}" for k in ("parent", "pool", "db"))
                 print(f"round {round_no}: {mode:<22} {run.rate:6.0f} tasks/s  CPU us/task {cpu} = "
-                      f"{run.cpu_total:.0f}  row writes {run.row_writes}  autovacuums {run.autovacuums}  "
+                      f"{run.cpu_total:.0f}  row writes {run.row_writes}  connections {run.sessions}  "
+                      f"autovacuums {run.autovacuums}  "
                       f"load {load()}", flush=True)
         report(runs, modes, opts, args.rounds)
     print(f"load average at end: {load()}")
