@@ -44,6 +44,8 @@ _COLUMN_LIST = ", ".join(COLUMNS)
 _TEXT_COLUMNS = {"task_name", "origin", "queue", "routing_key", "parent_id", "root_id", "group_id", "retry_of",
                  "result", "exception_type", "exception_message", "traceback", "worker"}
 
+# Set on a message by the publishing process's capture (Celery passes custom headers on to task.request).
+ARGUMENTS_RECORDED_HEADER = "jobmonitor_args_recorded"
 UNSERIALIZABLE = "__unserializable__"
 TRUNCATED = "__truncated__"
 
@@ -393,7 +395,10 @@ class CaptureBuffer:
         return rows
 
     def flush(self, *, close_connection: bool = False) -> int:
-        """Write every buffered event now; on failure keep them for the next attempt. Never raises."""
+        """Write every buffered event now; on failure keep them for the next attempt. Never raises.
+
+        ``close_connection`` closes the database connection afterwards unless more events arrived meanwhile.
+        """
         with self._flush_lock:
             rows = self._take()
             if not rows:
@@ -420,7 +425,7 @@ class CaptureBuffer:
                 if self._failures:
                     logger.warning("Job monitoring writes recovered after %d failed attempts.", self._failures)
                 self._failures, self._retry_at = 0, 0.0
-                if close_connection:
+                if close_connection and not (self._pending or self._received):
                     self._close(conf.get("DATABASE_ALIAS"))
                 return written
 
@@ -469,14 +474,22 @@ class CaptureBuffer:
             self._timer.start()
 
     def _run_timer(self) -> None:
+        idle = True
         while True:
             woken = self._wakeup.wait(conf.get("FLUSH_INTERVAL"))
             self._wakeup.clear()
             if (self._pending or self._received) and time.monotonic() >= self._retry_at:
                 # Between bursts the connection is closed so it never lingers idle (a test database could not
-                # be dropped, and an idle server-side connection per process adds up); during a burst
-                # (woken because the buffer filled) it is kept for the next flush.
+                # be dropped, and an idle server-side connection per process adds up). While events keep
+                # coming (the buffer filled, or more arrived during the flush) it is kept: a new connection
+                # per flush costs a server process start-up, which a worker running under ~200 tasks/s per
+                # process (timer-driven flushes) paid every second.
                 self.flush(close_connection=not woken)
+                idle = False
+            elif not idle:
+                # A whole interval without events: close what the last flush kept open for more.
+                self._close(conf.get("DATABASE_ALIAS"))
+                idle = True
 
 
 def _waiting_in_this_worker() -> set[str] | None:
@@ -549,7 +562,7 @@ def on_before_task_publish(sender: str | None = None, body: Any = None, exchange
                            routing_key: str | None = None, headers: dict | None = None,
                            properties: dict | None = None, declare: Any = None, **kwargs: Any) -> None:
     """Record a task as PENDING the moment it is published (scheduled tasks included)."""
-    headers = headers or {}
+    headers = {} if headers is None else headers
     task_name = headers.get("task") or sender
     task_id = headers.get("id")
     if not task_id or _ignored(task_name):
@@ -560,6 +573,11 @@ def on_before_task_publish(sender: str | None = None, body: Any = None, exchange
         queue = getattr(declared, "name", "") or queue
         break
     stamp = now()
+    # Tell the worker that the arguments are recorded here (Celery publishes this same headers dict):
+    # masking and JSON-checking them again in the pool process was half of that process's per-task
+    # capture work, for a value the upsert would discard (the first one wins). Only a publisher that
+    # crashes before its buffer is flushed leaves a row without arguments.
+    headers[ARGUMENTS_RECORDED_HEADER] = True
     record(make_row(
         task_id, JobState.PENDING, task_name=task_name, queue=queue or routing_key or "",
         routing_key=routing_key or "", args=args, kwargs=kw, retries=headers.get("retries") or 0,
@@ -599,6 +617,8 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
     # reports the bare host name there, which must not replace the node name recorded on receipt.
     hostname = getattr(req, "hostname", "") or ""
     worker = hostname if "@" in hostname or getattr(req, "is_eager", False) else None
+    if getattr(req, ARGUMENTS_RECORDED_HEADER, False):
+        args = kwargs = None  # the publisher recorded them (a message from elsewhere carries no such header)
     record(make_row(
         task_id, JobState.STARTED, task_name=task.name, worker=worker,
         queue=delivery.get("routing_key") or "", started_at=now(), retries=getattr(req, "retries", 0) or 0,

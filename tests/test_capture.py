@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
@@ -276,6 +277,26 @@ def test_masking_hook_is_configurable():
 
 def redact_everything(value, *, task_name, field):
     return {"redacted": f"{field} of {task_name}"}
+
+
+def test_the_worker_records_arguments_only_for_messages_whose_publisher_did_not(monkeypatch):
+    recorded = {}
+    monkeypatch.setattr(capture, "record", lambda row: recorded.__setitem__(row["task_id"], row))
+
+    def prerun(task_id, **headers):
+        request = SimpleNamespace(hostname="celery@h", retries=0, delivery_info={"routing_key": "q"},
+                                  parent_id=None, root_id=None, **headers)
+        capture.on_task_prerun(task_id=task_id, task=SimpleNamespace(name="t", request=request), args=[1],
+                               kwargs={"password": "hunter2"})
+        return recorded[task_id]
+
+    headers = {"id": "p-1", "task": "t"}
+    capture.on_before_task_publish(sender="t", body=([1], {}, {}), headers=headers)
+    assert recorded["p-1"]["args"] == [1]
+    assert headers[capture.ARGUMENTS_RECORDED_HEADER] is True  # travels with the message to task.request
+    assert "args" not in prerun("p-1", **{capture.ARGUMENTS_RECORDED_HEADER: True})
+    from_elsewhere = prerun("p-2")  # e.g. published by a process without the capture
+    assert from_elsewhere["args"] == [1] and from_elsewhere["kwargs"] == {"password": "********"}
 
 
 def test_ignored_tasks_are_not_recorded(celery_worker):
