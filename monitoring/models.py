@@ -46,7 +46,9 @@ class JobOrigin(models.TextChoices):
 class JobRun(models.Model):
     """One execution of a background job, from publication to its outcome (one row per task id)."""
 
-    task_id = models.CharField(_("task id"), max_length=255, unique=True, editable=False)
+    # Unique through Meta.constraints rather than unique=True: on PostgreSQL that would add a second,
+    # varchar_pattern_ops index for LIKE queries no read path makes, updated by every capture write.
+    task_id = models.CharField(_("task id"), max_length=255, editable=False)
     task_name = models.CharField(_("task name"), max_length=255, editable=False,
                                  help_text=_("The Celery task name, or the job type of a tracked job."))
     origin = models.CharField(_("origin"), max_length=16, choices=JobOrigin.choices, default=JobOrigin.CELERY,
@@ -96,6 +98,10 @@ class JobRun(models.Model):
         get_latest_by = "created_at"
         permissions = [
             ("operate_jobrun", _("Can retry, cancel and clear job runs")),
+        ]
+        constraints = [
+            # The capture's upsert (ON CONFLICT (task_id)) relies on it; exact task id lookups use it.
+            models.UniqueConstraint(fields=["task_id"], name="jobrun_task_id_uniq"),
         ]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="jobrun_created_idx"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import psycopg2
 import pytest
@@ -230,6 +231,30 @@ def test_long_names_and_nul_bytes_are_stored_not_dropped():
     assert run.exception_message == "bad\ufffdbyte"
 
 
+AWKWARD_TEXT = ['', 'NULL', 'null', '"', '\\', '\\"', '{a,b}', 'a,b', ' padded ', 'line\nbreak\ttab', "it's",
+                'ünïcödé ✓', '{"json": "in text"}', '\\N']
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("text", AWKWARD_TEXT)
+def test_text_that_looks_like_syntax_is_stored_exactly(text):
+    # PostgreSQL receives each column of a flush as one array literal: quoting must be exact.
+    t0 = capture.now()
+    capture.record(capture.make_row("odd-1", JobState.PENDING, task_name="t", published_at=t0, queue=text,
+                                    args=[text, {text: text}], kwargs={"k": text}))
+    capture.record(capture.make_row("odd-2", JobState.FAILURE, task_name="t" + text, finished_at=t0,
+                                    exception_type="E" + text, exception_message=text, traceback=text,
+                                    worker="w" + text, priority=3, runtime=0.25))
+    capture.flush()
+    first, second = JobRun.objects.get(task_id="odd-1"), JobRun.objects.get(task_id="odd-2")
+    assert (first.queue, first.args, first.kwargs) == (text, [text, {text: text}], {"k": text})
+    assert first.published_at == t0 and first.state == JobState.PENDING and first.retries == 0
+    assert (second.task_name, second.exception_type, second.exception_message, second.traceback,
+            second.worker) == ("t" + text, "E" + text, text, text, "w" + text)
+    assert (second.priority, second.runtime, second.finished_at, second.args) == (3, 0.25, t0, None)
+
+
 @pytest.mark.sqlite
 @pytest.mark.django_db(transaction=True)
 @override_settings(MONITORING={"MAX_ARGUMENTS_BYTES": 100})
@@ -252,6 +277,26 @@ def test_masking_hook_is_configurable():
 
 def redact_everything(value, *, task_name, field):
     return {"redacted": f"{field} of {task_name}"}
+
+
+def test_the_worker_records_arguments_only_for_messages_whose_publisher_did_not(monkeypatch):
+    recorded = {}
+    monkeypatch.setattr(capture, "record", lambda row: recorded.__setitem__(row["task_id"], row))
+
+    def prerun(task_id, **headers):
+        request = SimpleNamespace(hostname="celery@h", retries=0, delivery_info={"routing_key": "q"},
+                                  parent_id=None, root_id=None, **headers)
+        capture.on_task_prerun(task_id=task_id, task=SimpleNamespace(name="t", request=request), args=[1],
+                               kwargs={"password": "hunter2"})
+        return recorded[task_id]
+
+    headers = {"id": "p-1", "task": "t"}
+    capture.on_before_task_publish(sender="t", body=([1], {}, {}), headers=headers)
+    assert recorded["p-1"]["args"] == [1]
+    assert headers[capture.ARGUMENTS_RECORDED_HEADER] is True  # travels with the message to task.request
+    assert "args" not in prerun("p-1", **{capture.ARGUMENTS_RECORDED_HEADER: True})
+    from_elsewhere = prerun("p-2")  # e.g. published by a process without the capture
+    assert from_elsewhere["args"] == [1] and from_elsewhere["kwargs"] == {"password": "********"}
 
 
 def test_ignored_tasks_are_not_recorded(celery_worker):

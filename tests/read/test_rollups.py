@@ -229,7 +229,7 @@ def test_migration_backfills_error_rollups_for_the_covered_span():
 
     from django.apps import apps
 
-    migration = import_module("monitoring.migrations.0006_error_rollups")
+    migration = import_module("monitoring.migrations.0007_error_rollups")
     seed_history(count=300, days=3)
     rollups.rebuild(NOW - timedelta(days=4), NOW)
     columns = ("granularity", "bucket", "exception_type", "message", "task_name", "queue", "count", "first_seen",
