@@ -343,10 +343,15 @@ class CaptureBuffer:
         self._reset()
 
     def discard(self) -> None:
-        """Forget every buffered event (tests)."""
-        with self._lock:
+        """Forget every buffered event and any pending retry (tests).
+
+        Waits for a flush in progress: a failing flush puts its rows back into the buffer when it ends, and
+        rows put back after the discard would be written later, into whatever test runs then.
+        """
+        with self._flush_lock, self._lock:
             self._pending.clear()
             self._received.clear()
+            self._failures, self._retry_at = 0, 0.0
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._pending or task_id in self._received

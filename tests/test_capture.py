@@ -307,3 +307,31 @@ def test_ignored_tasks_are_not_recorded(celery_worker):
         other.get(timeout=10)
         finished_run(other.id)
     assert not JobRun.objects.filter(task_id=result.id).exists()
+
+
+def test_discard_waits_for_a_failing_flush_so_its_rows_cannot_come_back(monkeypatch):
+    # Without waiting, a flush failing after the discard put its rows back, and they were written later into
+    # another test's database (a stray PENDING row in a count).
+    import threading
+
+    writing, fail = threading.Event(), threading.Event()
+
+    def blocked_write(rows, using=None):
+        writing.set()
+        fail.wait(5)
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(capture, "write_rows", blocked_write)
+    buffer = capture.CaptureBuffer()
+    buffer.add(capture.make_row(str(uuid.uuid4()), JobState.PENDING, task_name="t"))
+    flusher = threading.Thread(target=buffer.flush)
+    flusher.start()
+    assert writing.wait(5)
+    discarding = threading.Thread(target=buffer.discard)
+    discarding.start()
+    discarding.join(0.2)
+    assert discarding.is_alive(), "discard must wait for the flush in progress"
+    fail.set()
+    flusher.join(5)
+    discarding.join(5)
+    assert len(buffer) == 0
