@@ -336,6 +336,9 @@ class CaptureBuffer:
         self._failures = 0
         self._retry_at = 0.0
         self.dropped = 0
+        # False leaves writing to explicit flush() calls: the flusher thread writes on a connection of its own,
+        # which commits outside a caller's transaction (a test's, rolled back at its end).
+        self.background = True
 
     def after_fork_in_child(self) -> None:
         # The parent flushes what it buffered; a forked pool child must not write it a second time,
@@ -483,6 +486,8 @@ class CaptureBuffer:
         while True:
             woken = self._wakeup.wait(conf.get("FLUSH_INTERVAL"))
             self._wakeup.clear()
+            if not self.background:
+                continue
             if (self._pending or self._received) and time.monotonic() >= self._retry_at:
                 # Between bursts the connection is closed so it never lingers idle (a test database could not
                 # be dropped, and an idle server-side connection per process adds up). While events keep

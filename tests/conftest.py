@@ -69,12 +69,23 @@ def fresh_caches() -> Iterator[None]:
     workers.reset()
 
 
+# Tests whose database work is committed (not rolled back), so the background flusher may write for them.
+COMMITTING_FIXTURES = {"transactional_db", "live_server", "celery_worker"}
+
+
 @pytest.fixture(autouse=True)
-def empty_capture_buffer() -> Iterator[None]:
-    """No buffered event leaks from one test into the next."""
+def empty_capture_buffer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No buffered event leaks from one test into the next.
+
+    Outside committing tests the flusher thread stays idle: it writes on its own connection, which commits
+    outside the test's transaction, so a task a test publishes would stay in the database after the test.
+    Such tests write with ``capture.flush()``, on their own connection, rolled back with them.
+    """
     capture.buffer.discard()
+    capture.buffer.background = bool(COMMITTING_FIXTURES & set(request.fixturenames))
     yield
     capture.buffer.discard()
+    capture.buffer.background = True
 
 
 @pytest.fixture
