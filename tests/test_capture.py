@@ -104,6 +104,19 @@ def test_countdown_task_is_recorded_as_scheduled_then_runs(celery_worker):
     assert run.wait_time >= 1.9
 
 
+def test_a_task_waiting_in_the_worker_is_recorded_as_received_with_its_eta(celery_worker):
+    result = tasks.add.apply_async((2, 2), countdown=3)
+
+    def received():
+        capture.flush()
+        return JobRun.objects.filter(task_id=result.id, state=JobState.RECEIVED).first()
+
+    job = wait_until(received, timeout=5)
+    assert job.worker == celery_worker.hostname
+    assert job.received_at is not None and job.eta is not None and job.eta > job.received_at
+    assert result.get(timeout=10) == 4
+
+
 def test_chain_links_children_to_parent_and_root(celery_worker):
     result = chain(tasks.add.s(1, 2), tasks.add.s(10)).delay()
     assert result.get(timeout=10) == 13
