@@ -23,7 +23,7 @@ import bisect
 import logging
 import operator
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -350,19 +350,25 @@ def error_rows(since: datetime | None, until: datetime) -> list[ErrorRow]:
     return rows
 
 
+def _merged_in_python(failures: Any, slot: Callable[[datetime], Any] | None = None) -> list[ErrorRow]:
+    """Group failures per (exception type, normalised message, task name, queue) in Python, for databases
+    without PostgreSQL's regular expressions; ``slot`` keeps the failures of each of its values apart."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for exception_type, message, task_name, queue, finished in failures.values_list(
+            "exception_type", "exception_message", "task_name", "queue", "finished_at"):
+        key = (exception_type, normalise_message(message), task_name, queue, slot(finished) if slot else None)
+        row = merged.get(key)
+        if row is None:
+            merged[key] = [1, finished, finished, message]
+        else:
+            row[0] += 1
+            row[1], row[2], row[3] = min(row[1], finished), max(row[2], finished), min(row[3], message)
+    return [(*key[:4], *values) for key, values in merged.items()]  # type: ignore[misc]
+
+
 def _raw_error_rows(failures: Any) -> list[ErrorRow]:
     if connections[failures.db].vendor != "postgresql":
-        merged: dict[tuple[str, str, str, str], list[Any]] = {}
-        for exception_type, message, task_name, queue, finished in failures.values_list(
-                "exception_type", "exception_message", "task_name", "queue", "finished_at"):
-            key = (exception_type, normalise_message(message), task_name, queue)
-            row = merged.get(key)
-            if row is None:
-                merged[key] = [1, finished, finished, message]
-            else:
-                row[0] += 1
-                row[1], row[2], row[3] = min(row[1], finished), max(row[2], finished), min(row[3], message)
-        return [(*key, *values) for key, values in merged.items()]  # type: ignore[misc]
+        return _merged_in_python(failures)
     # Counted per exact first line first, so the regular expressions run once per distinct line, not per
     # failure (six regexp_replace per row were ~90% of the time over 10,000s of failures).
     first_line = Func(Func(F("exception_message"), Value("\n"), Value(1), function="split_part"),
@@ -619,17 +625,7 @@ def _error_slots(start: datetime, end: datetime) -> list[ErrorRow]:
     """``_raw_error_rows`` per five-minute slot: each slot's failures grouped on their own."""
     failures = failures_between(start, end)
     if connections[failures.db].vendor != "postgresql":
-        merged: dict[tuple[datetime, str, str, str, str], list[Any]] = {}
-        for exception_type, message, task_name, queue, finished in failures.values_list(
-                "exception_type", "exception_message", "task_name", "queue", "finished_at"):
-            key = (floor_time(finished, FIVE_MINUTES), exception_type, normalise_message(message), task_name, queue)
-            row = merged.get(key)
-            if row is None:
-                merged[key] = [1, finished, finished, message]
-            else:
-                row[0] += 1
-                row[1], row[2], row[3] = min(row[1], finished), max(row[2], finished), min(row[3], message)
-        return [(*key[1:], *values) for key, values in merged.items()]  # type: ignore[misc]
+        return _merged_in_python(failures, slot=lambda finished: floor_time(finished, FIVE_MINUTES))
     slot = Trunc("finished_at", "hour", tzinfo=UTC)
     return [(*row[2:6], row[6], row[7], row[8], row[9]) for row in failures
             .annotate(hour=slot, slot=Floor(ExtractMinute("finished_at", tzinfo=UTC) / 5),
