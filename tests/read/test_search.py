@@ -183,16 +183,22 @@ def test_other_databases_match_substrings_of_each_field(term):
     assert got == expected
 
 
-def test_search_page_query_count_does_not_grow_with_matches(viewer):
+@pytest.fixture
+def jobs_api(viewer):
+    """GET the jobs list as a viewer: ``jobs_api({"search": ...})``."""
     api = APIClient()
     api.force_authenticate(viewer)
     url = reverse("monitoring-api:job-list")
+    return lambda params: api.get(url, params)
+
+
+def test_search_page_query_count_does_not_grow_with_matches(jobs_api):
     first = job_run(task_name="app.only", args=["user@example.com"], created_at=NOW)
-    api.get(url)  # the viewer's permissions are cached on the user from here on
+    jobs_api({})  # the viewer's permissions are cached on the user from here on
 
     def page() -> tuple[dict, int]:
         with CaptureQueriesContext(connection) as queries:
-            response = api.get(url, {"search": "user"})
+            response = jobs_api({"search": "user"})
         assert response.status_code == 200
         return response.json(), len(queries)
 
@@ -208,11 +214,8 @@ def test_search_page_query_count_does_not_grow_with_matches(viewer):
 
 
 @postgresql_only
-def test_a_capped_search_pages_newest_first_through_recent_windows(viewer, monkeypatch):
+def test_a_capped_search_pages_newest_first_through_recent_windows(jobs_api, monkeypatch):
     monkeypatch.setattr(pagination, "SEARCH_COUNT_LIMIT", 8)
-    api = APIClient()
-    api.force_authenticate(viewer)
-    url = reverse("monitoring-api:job-list")
     now = timezone.now()
     # Matches within the last hour, day and week and older, and rows that do not match in between.
     ages = [timedelta(minutes=5), timedelta(minutes=50), timedelta(hours=5), timedelta(days=3), timedelta(days=20)]
@@ -224,27 +227,24 @@ def test_a_capped_search_pages_newest_first_through_recent_windows(viewer, monke
 
     for limit in (1, 2, 3, 5):
         for page in range(1, 8 // limit + 1):
-            body = api.get(url, {"search": "needle", "limit": limit, "page": page}).json()
+            body = jobs_api({"search": "needle", "limit": limit, "page": page}).json()
             assert (body["count"], body["count_capped"]) == (8, True)
             assert [r["task_id"] for r in body["results"]] == newest[(page - 1) * limit:page * limit], (limit, page)
-    oldest = api.get(url, {"search": "needle", "limit": 3, "ordering": "created_at"}).json()
+    oldest = jobs_api({"search": "needle", "limit": 3, "ordering": "created_at"}).json()
     assert [r["task_id"] for r in oldest["results"]] == newest[::-1][:3]
-    beyond = api.get(url, {"search": "needle", "limit": 4, "page": 3})
+    beyond = jobs_api({"search": "needle", "limit": 4, "page": 3})
     assert beyond.status_code == 400 and "cursor" in beyond.json()["page"][0]
 
 
 @postgresql_only
-def test_a_branch_over_the_cap_caps_the_count_and_other_filters_still_apply(viewer, monkeypatch):
+def test_a_branch_over_the_cap_caps_the_count_and_other_filters_still_apply(jobs_api, monkeypatch):
     monkeypatch.setattr(pagination, "SEARCH_COUNT_LIMIT", 3)
-    api = APIClient()
-    api.force_authenticate(viewer)
-    url = reverse("monitoring-api:job-list")
     for queue in ("a", "a", "a", "a", "b"):
         job_run(state=JobState.FAILURE, queue=queue, exception_type="DeliveryError", exception_message="x")
     job_run(queue="b", args=["delivery"])
 
     def count(**params) -> tuple[int, bool]:
-        body = api.get(url, {"search": "delivery", **params}).json()
+        body = jobs_api({"search": "delivery", **params}).json()
         return body["count"], body["count_capped"]
 
     assert count() == (3, True)  # 6 matches
