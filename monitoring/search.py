@@ -78,7 +78,12 @@ def text_query(term: str) -> tuple[str, list[str]]:
     """SQL (and parameters) of the tsquery that finds ``term``'s words (the last one as a prefix)."""
     if any(ch.isspace() for ch in term) or _NUMBER.fullmatch(term):
         return _WORDS_QUERY, [term]
-    return f"({_WORDS_QUERY} || %s::tsquery)", [term, _whole_term_lexeme(term)]
+    # Where the parser keeps the term as one word (an email address, a host name), both halves are the same
+    # prefix, and each copy made the index read every matching posting list once more (6.5 -> 11 ms for a
+    # term in 10,000 rows at 10M). The CASE compares two constants: PostgreSQL folds it while planning.
+    whole = _whole_term_lexeme(term)
+    return (f"(CASE WHEN {_WORDS_QUERY} = %s::tsquery THEN %s::tsquery ELSE {_WORDS_QUERY} || %s::tsquery END)",
+            [term, whole, whole, term, whole])
 
 
 def _matches(document: str, term: str) -> Q:

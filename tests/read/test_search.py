@@ -139,6 +139,24 @@ def test_search_semantics_by_example():
 
 
 @postgresql_only
+@pytest.mark.parametrize(("term", "expected"), [
+    # The parser keeps an email address or a host name whole: one prefix, not the same one twice.
+    ("user77@example.com", "'user77@example.com':*"),
+    ("Example.COM", "'example.com':*"),
+    # Split into words: the words (the last one a prefix) or the whole term as the beginning of one word.
+    ("ann@example", "'ann' & 'example':* | 'ann@example':*"),
+    ("done_ok", "'done' & 'ok':* | 'done_ok':*"),
+    ("mailbox unav", "'mailbox' & 'unav':*"),
+    ("996", "'996'"),
+])
+def test_the_text_query_of_a_term(term, expected):
+    sql, params = search.text_query(term)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({sql})::text", params)
+        assert cursor.fetchone()[0] == expected
+
+
+@postgresql_only
 def test_finished_rows_are_found_through_the_search_index():
     # The migration's index expression and search.DOCUMENT must be the same expression, or the planner
     # cannot use the index. Scans that read every row are made unattractive so this small table shows it.
