@@ -106,12 +106,19 @@ def make_row(task_id: str, state: str, **fields: Any) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, str):
             # PostgreSQL rejects NUL in text; an over-long name would fail the whole bulk write.
-            value = value.replace("\x00", "\ufffd")
-            row[key] = value[: _MAX_LENGTHS[key]] if key in _MAX_LENGTHS else value
+            row[key] = _text(key, value)
     return row
 
 
 _MAX_LENGTHS = {f.name: f.max_length for f in JobRun._meta.concrete_fields if getattr(f, "max_length", None)}
+
+
+def _text(key: str, value: str) -> str:
+    """``value`` as make_row stores a text column: NUL replaced, cut to the column's length."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    limit = _MAX_LENGTHS.get(key)
+    return value[:limit] if limit is not None and len(value) > limit else value
 
 
 def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +246,10 @@ def _adapters(connection: Any) -> list[Any]:
 
 def _text_item(value: Any) -> str:
     # Inside a quoted array element only the backslash and the double quote need escaping.
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    text = str(value)
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
 
 
 def _json_item(value: Any) -> str:
@@ -277,14 +287,23 @@ def _array_columns(alias: str) -> tuple[list[tuple[str, Any, Any]], tuple[str, .
 def _write_arrays(cursor: Any, connection: Any, rows: list[dict[str, Any]]) -> None:
     elements, types = _array_columns(connection.alias)
     params = []
+    nulls = None
     for name, default, element in elements:
-        items = []
-        for row in rows:
-            value = row.get(name)
-            if value is None:
-                value = default
-            items.append("NULL" if value is None else element(value))
-        params.append("{" + ",".join(items) + "}")
+        values = [row.get(name) for row in rows]
+        if default is not None:
+            values = [default if value is None else value for value in values]
+        if not any(value is not None for value in values):
+            # Most columns of a flush are unset in every row (a finished task has no eta, no traceback...).
+            nulls = nulls or "{" + ",".join(["NULL"] * len(rows)) + "}"
+            params.append(nulls)
+            continue
+        if element is _text_item:
+            # Text columns repeat a few values through a flush (state, task name, queue, worker, ""): each
+            # distinct value is quoted once.
+            quoted = {value: _text_item(value) for value in set(values) if value is not None}
+            params.append("{" + ",".join(["NULL" if value is None else quoted[value] for value in values]) + "}")
+            continue
+        params.append("{" + ",".join(["NULL" if value is None else element(value) for value in values]) + "}")
     cursor.execute(_unnest_upsert_sql(JobRun._meta.db_table, types), params)
 
 
@@ -379,6 +398,28 @@ class CaptureBuffer:
             # Wake the flusher thread rather than writing here: the task (or the worker's consumer loop)
             # goes on while the database does the work.
             self._wakeup.set()
+
+    def finish(self, task_id: str, outcome: dict[str, Any], build: Callable[[], dict[str, Any]]) -> None:
+        """Buffer a task's outcome (``outcome``: its state and the OUTCOME columns, ``updated_at``).
+
+        The usual case, the start this process buffered moments ago and has not flushed yet, is merged in
+        place, with ``_merge``'s rules for an outcome that outranks the buffered state and carries only
+        those columns. Otherwise ``build()`` makes the full row and it goes through ``add``. A pool process
+        records two events per task, and this halves the capture's CPU there (bench/capture_overhead.py):
+        on a two-core machine every microsecond of it is taken from the worker's main process.
+        """
+        with self._lock:
+            current = self._pending.get(task_id)
+            if (current is not None and current.get("task_name")
+                    and STATE_RANK[outcome["state"]] > STATE_RANK[current["state"]]):
+                updated_at = max(current["updated_at"], outcome["updated_at"])
+                current.update(outcome)
+                current["updated_at"] = updated_at
+                for key in OUTCOME:
+                    if key not in outcome:
+                        current[key] = None
+                return
+        self.add(build())
 
     def add_received(self, task_id: str, build: Callable[[], dict[str, Any]]) -> None:
         """Buffer a worker's receipt of a task; written at flush time only if the task still waits then.
@@ -639,14 +680,23 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
     # reports the bare host name there, which must not replace the node name recorded on receipt.
     hostname = getattr(req, "hostname", "") or ""
     worker = hostname if "@" in hostname or getattr(req, "is_eager", False) else None
-    if getattr(req, ARGUMENTS_RECORDED_HEADER, False):
-        args = kwargs = None  # the publisher recorded them (a message from elsewhere carries no such header)
-    record(make_row(
-        task_id, JobState.STARTED, task_name=task.name, worker=worker,
-        queue=delivery.get("routing_key") or "", started_at=now(), retries=getattr(req, "retries", 0) or 0,
-        args=args, kwargs=kwargs, parent_id=getattr(req, "parent_id", "") or "",
-        root_id=getattr(req, "root_id", "") or "",
-    ))
+    queue = delivery.get("routing_key") or ""
+    parent_id, root_id = getattr(req, "parent_id", "") or "", getattr(req, "root_id", "") or ""
+    retries = getattr(req, "retries", 0) or 0
+    if not getattr(req, ARGUMENTS_RECORDED_HEADER, False):
+        # A message from elsewhere (no publisher capture): its arguments are recorded here, masked.
+        record(make_row(task_id, JobState.STARTED, task_name=task.name, worker=worker, queue=queue,
+                        started_at=now(), retries=retries, args=args, kwargs=kwargs, parent_id=parent_id,
+                        root_id=root_id))
+        return
+    # The row make_row would build, built directly: this runs in the pool process for every task.
+    stamp = now()
+    row = {"task_id": task_id, "state": JobState.STARTED, "created_at": stamp, "updated_at": stamp,
+           "started_at": stamp, "task_name": _text("task_name", task.name), "queue": _text("queue", queue),
+           "retries": retries, "parent_id": _text("parent_id", parent_id), "root_id": _text("root_id", root_id)}
+    if worker is not None:
+        row["worker"] = _text("worker", worker)
+    record(row)
 
 
 @_safe
@@ -668,8 +718,14 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
         record(make_row(task_id, state, task_name=task.name))
         return
     result = "" if state != JobState.SUCCESS else _safe_repr(retval)
-    record(make_row(task_id, state, task_name=task.name, finished_at=now(), runtime=runtime,
-                    result=result))
+    stamp = now()
+    outcome = {"state": state, "finished_at": stamp, "runtime": runtime,
+               "result": _text("result", _cap(result, "MAX_RESULT_CHARS")), "updated_at": stamp}
+    try:
+        buffer.finish(task_id, outcome, lambda: make_row(task_id, state, task_name=task.name, finished_at=stamp,
+                                                         runtime=runtime, result=result))
+    except Exception:
+        logger.exception("Job monitoring could not buffer an event for %s", task_id)
 
 
 @_safe

@@ -312,6 +312,42 @@ def test_the_worker_records_arguments_only_for_messages_whose_publisher_did_not(
     assert from_elsewhere["args"] == [1] and from_elsewhere["kwargs"] == {"password": "********"}
 
 
+def _set(row: dict) -> dict:
+    return {key: value for key, value in row.items() if value is not None}
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("state", [JobState.SUCCESS, JobState.FAILURE])
+def test_the_pool_processes_lean_rows_equal_the_generic_rows_merged(monkeypatch, state):
+    # prerun and postrun build their rows directly and merge the outcome into the buffered start in place;
+    # what they buffer must be what make_row + _merge make of the same events.
+    stamp = capture.now()
+    monkeypatch.setattr(capture, "now", lambda: stamp)
+    request = SimpleNamespace(hostname="celery@h", retries=2, delivery_info={"routing_key": "q\x00ueue"},
+                              parent_id="p" * 300, root_id="r", **{capture.ARGUMENTS_RECORDED_HEADER: True})
+    task = SimpleNamespace(name="t" * 300, request=request)
+    error = ValueError("bad")
+    capture.on_task_prerun(task_id="lean-1", task=task, args=[1], kwargs={})
+    if state == JobState.FAILURE:
+        capture.on_task_failure(sender=task, task_id="lean-1", exception=error, einfo=None)
+    capture.on_task_postrun(task_id="lean-1", task=task, retval="done", state=state)
+    lean = capture.buffer._pending["lean-1"]
+
+    events = [capture.make_row("lean-1", JobState.STARTED, task_name=task.name, worker="celery@h",
+                               queue="q\x00ueue", started_at=stamp, retries=2, parent_id="p" * 300, root_id="r")]
+    if state == JobState.FAILURE:
+        events.append(capture.make_row("lean-1", JobState.FAILURE, task_name=task.name, finished_at=stamp,
+                                       exception_type="ValueError", exception_message="bad",
+                                       traceback="".join(capture.tb_module.format_exception(error))))
+    events.append(capture.make_row("lean-1", state, task_name=task.name, finished_at=stamp,
+                                   runtime=lean["runtime"], result="'done'" if state == JobState.SUCCESS else ""))
+    generic = events[0]
+    for event in events[1:]:
+        generic = capture._merge(generic, event)
+    assert _set(lean) == _set(generic)
+    assert len(lean["task_name"]) == 255 and lean["queue"] == "q\ufffdueue" and lean["state"] == state
+
+
 def test_ignored_tasks_are_not_recorded(celery_worker):
     with override_settings(MONITORING={"IGNORE_TASKS": ["jobmonitor.tasks.a*"], "FLUSH_INTERVAL": 0.2}):
         result = tasks.add.delay(1, 1)
