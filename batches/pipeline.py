@@ -250,7 +250,8 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
                 try:
                     claimed = _claim_pending(now, {pk: companies[pk] for pk in part}, budget, submitter)
                 except Exception as exc:
-                    # The parts already committed are submitted below; this part's requests stay pending.
+                    # This part's requests stay pending; the parts already committed are submitted before the
+                    # error is raised (their batches would otherwise wait for the lease to run out).
                     failure = exc
                     break
                 jobs += claimed
@@ -260,6 +261,8 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
                 budget -= sum(job["request_count"] for job in claimed)
                 if budget <= 0:
                     break
+            if failure is not None and not jobs:
+                raise failure
             claim_seconds = round(time.perf_counter() - clock, 3)
             if submitter is None:
                 result.detail.update(claimed_batches=len(jobs), skipped="circuit open", claim_seconds=claim_seconds)
@@ -270,9 +273,9 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
             # at the provider (no batch refers to them) and the requests stay pending.
             if submitter is not None:
                 submitter.close()
-        if failure is not None:
-            raise failure
         if submitter is None:
+            if failure is not None:
+                raise failure
             return result
         circuit.save()
         result.items, result.errors = sum(j["request_count"] for j in submitted), errors
@@ -280,6 +283,8 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
         # already running meanwhile), or the provider calls that remained once its last part had committed.
         result.detail.update(claimed_batches=len(jobs), submitted_batches=len(submitted), claim_seconds=claim_seconds,
                              submit_seconds=round(time.perf_counter() - clock - claim_seconds, 3))
+        if failure is not None:
+            raise failure
     return result
 
 
