@@ -245,6 +245,7 @@ def create_batches(*, now: datetime | None = None) -> StepResult:
         failure: Exception | None = None
         try:
             companies = active_companies()
+            # MAX_CLAIM_PER_RUN bounds the whole run; when it binds, priority order holds within each part.
             budget = conf.get("MAX_CLAIM_PER_RUN")
             for part in claim_parts(list(companies)):
                 try:
