@@ -93,6 +93,44 @@ def naive_claim() -> int:
 
 
 PROFILE_DIR: Path | None = None
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this host (None if /proc cannot tell, e.g. a remote database)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CPUMeter:
+    """CPU seconds this process, the stand-in's process and this connection's PostgreSQL backend spend in a block.
+
+    Two cores are shared by the three: when their sum approaches 2x the wall time, the step is CPU-bound and only
+    less work (not more overlap) makes it faster.
+    """
+
+    def __init__(self, standin_pid: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+        self.pids = {"bench process": os.getpid(), "stand-in process": standin_pid, "PostgreSQL backend": backend}
+
+    def __enter__(self) -> CPUMeter:
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.load = os.getloadavg()[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {name: (end - self.start[name]) if end is not None and self.start[name] is not None else None
+                     for name, end in ((n, cpu_seconds(pid)) for n, pid in self.pids.items())}
+        self.load_after = os.getloadavg()[0]
+
+    def report(self) -> str:
+        parts = [f"{name} {used:.2f}s" if used is not None else f"{name} ?" for name, used in self.used.items()]
+        return f"CPU: {', '.join(parts)} (load average {self.load:.2f} -> {self.load_after:.2f})"
 
 
 def measure(func, *args, **kwargs):
@@ -181,9 +219,10 @@ def main() -> None:
     BatchJob.objects.all().delete()
     vacuum()
     cache.clear()
-    create, create_time, create_queries = measure(pipeline.create_batches)
+    with CPUMeter(server.process.pid) as cpu:
+        create, create_time, create_queries = measure(pipeline.create_batches)
     split = (f"{create.detail['claim_seconds']:.1f}s claim in the database + "
-             f"{create.detail['submit_seconds']:.1f}s files and 2 SDK calls per batch")
+             f"{create.detail['submit_seconds']:.1f}s files and 2 SDK calls per batch\n{cpu.report()}")
     submitted = BatchJob.objects.exclude(provider_batch_id=None).count()
     assert submitted == claimed == jobs, (submitted, claimed, jobs)
     assert not AIProcessingRequest.objects.filter(status="pending_batching").exists()

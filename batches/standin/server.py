@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 MARKER = re.compile(r"\[\[standin:([a-z_]+)\]\]")
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
+_PART_NAME = re.compile(r'name="([^"]*)"')
+_PART_FILENAME = re.compile(r'filename="([^"]*)"')
 LINE_ERRORS = {
     "rate_limit_exceeded": (429, "Rate limit reached for requests."),
     "token_limit_exceeded": (400, "This model's maximum context length was exceeded."),
@@ -235,6 +238,13 @@ class StandinServer(ThreadingHTTPServer):
         return {k: v for k, v in batch.items() if not k.startswith("_")}
 
 
+class _Headers(dict[str, str]):
+    """Request headers by lower-cased name."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StandinServer
     protocol_version = "HTTP/1.1"
@@ -244,6 +254,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def parse_request(self) -> bool:
+        """Read the request line and headers without the email package.
+
+        ``http.server`` parses headers with ``email.feedparser``: ~0.3 ms of this process's CPU per call, a third of
+        the stand-in's work per upload or batch create (the bench makes 2,000 of them on the same 2 cores as the
+        pipeline and PostgreSQL). What the SDK sends (HTTP/1.1, no ``Expect``) needs only this.
+        """
+        self.command = None  # type: ignore[assignment]
+        self.requestline = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/1."):
+            self.request_version, self.close_connection = "HTTP/1.0", True
+            self.send_error(400, f"Bad request line {self.requestline!r}")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        while (line := self.rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("iso-8859-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.headers = headers  # type: ignore[assignment]
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (self.request_version == "HTTP/1.0"
+                                                          and connection != "keep-alive")
+        return True
 
     def _send(self, status: int, payload: Any, raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
@@ -378,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
     """Parse multipart/form-data into {name: (filename, value)} (enough for the SDK's file upload)."""
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    match = _BOUNDARY.search(content_type)
     if not match:
         return {}
     boundary = b"--" + match.group(1).encode()
@@ -388,8 +423,8 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | No
             break
         head, _, value = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
         disposition = head.decode("utf-8", "replace")
-        name = re.search(r'name="([^"]*)"', disposition)
-        filename = re.search(r'filename="([^"]*)"', disposition)
+        name = _PART_NAME.search(disposition)
+        filename = _PART_FILENAME.search(disposition)
         if name:
             fields[name.group(1)] = (filename.group(1) if filename else None, value.removesuffix(b"\r\n"))
     return fields

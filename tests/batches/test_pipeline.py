@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 from django.db import connection, connections, transaction
 from django.test import override_settings
@@ -448,26 +449,90 @@ def test_uploads_start_during_the_claim_and_batches_are_created_only_after_it(st
     """Files go up while PostgreSQL rewrites the claimed rows; a claim that fails creates no provider batch."""
     acme = company()
     requests = submit(acme, [f"r{i}" for i in range(10)])
-    assign = pipeline._assign
+    save_claim = pipeline._save_claim
     seen = {}
 
-    def failing_assign(jobs, members):
+    def failing_save_claim(jobs, members):
         wait_until(lambda: len(standin.files) == 1, timeout=5)  # the upload ran before the rows were rewritten
         seen["batches_at_provider"] = len(standin.batches)
-        assign(jobs, members)
+        save_claim(jobs, members)
         raise RuntimeError("database gone before the claim committed")
 
-    monkeypatch.setattr(pipeline, "_assign", failing_assign)
+    monkeypatch.setattr(pipeline, "_save_claim", failing_save_claim)
     with pytest.raises(RuntimeError):
         pipeline.create_batches()
     assert seen == {"batches_at_provider": 0}
     assert not standin.batches and not BatchJob.objects.exists()
     assert set(status_of(requests).values()) == {RequestStatus.PENDING_BATCHING}
 
-    monkeypatch.setattr(pipeline, "_assign", assign)
+    monkeypatch.setattr(pipeline, "_save_claim", save_claim)
     now = timezone.now()
     pipeline.create_batches(now=now)
     job = BatchJob.objects.get()
     # The claim leased its batch (no other run may submit it meanwhile) and the submission kept the lease.
     assert job.submit_started_at == now and job.status == BatchStatus.VALIDATING
     assert len(standin.batches) == 1
+
+
+def test_the_claim_splits_many_companies_into_two_transactions():
+    assert pipeline.claim_parts([]) == []
+    assert pipeline.claim_parts(list(range(1, 100))) == [list(range(1, 100))]
+    assert pipeline.claim_parts(list(range(250, 0, -1))) == [list(range(1, 126)), list(range(126, 251))]
+
+
+@pytest.mark.sqlite
+def test_a_claim_in_parts_submits_every_batch_once(standin, monkeypatch):
+    monkeypatch.setattr(pipeline, "COMPANIES_PER_CLAIM_PART", 2)
+    owners = [company() for _ in range(5)]
+    requests = [r for owner in owners for r in submit(owner, [f"{owner.name} {i}" for i in range(10)])]
+    result = pipeline.create_batches()
+    assert result.items == 50 and result.detail["submitted_batches"] == 5
+    assert set(status_of(requests).values()) == {RequestStatus.BATCHING_IN_PROGRESS}
+    assert len(standin.batches) == 5 == BatchJob.objects.exclude(provider_batch_id=None).count()
+    # Each input file holds its own batch's requests, as lines the stand-in validated.
+    for job in BatchJob.objects.all():
+        lines = standin.batches[job.provider_batch_id]["_lines"] or [
+            orjson.loads(raw) for raw in standin.files[job.input_file_id]["content"].splitlines()]
+        assert sorted(line["custom_id"] for line in lines) == sorted(
+            AIProcessingRequest.objects.filter(batch=job).values_list("custom_id", flat=True))
+    run_until_processed()
+    assert set(status_of(requests).values()) == {RequestStatus.COMPLETED}
+
+
+def test_a_failing_part_of_the_claim_leaves_its_requests_pending_and_submits_the_committed_part(
+        standin, monkeypatch):
+    monkeypatch.setattr(pipeline, "COMPANIES_PER_CLAIM_PART", 1)
+    first, second = company(), company()
+    committed = submit(first, [f"first {i}" for i in range(10)])
+    failed = submit(second, [f"second {i}" for i in range(10)])
+    save_claim = pipeline._save_claim
+
+    def save_then_fail_the_second_part(jobs, members):
+        saved = save_claim(jobs, members)
+        if jobs[0].company_id == second.pk:
+            raise RuntimeError("database gone before the second part committed")
+        return saved
+
+    monkeypatch.setattr(pipeline, "_save_claim", save_then_fail_the_second_part)
+    with pytest.raises(RuntimeError):
+        pipeline.create_batches()
+    job = BatchJob.objects.get()
+    assert job.company_id == first.pk and job.status == BatchStatus.VALIDATING and job.provider_batch_id
+    assert set(status_of(committed).values()) == {RequestStatus.BATCHING_IN_PROGRESS}
+    assert set(status_of(failed).values()) == {RequestStatus.PENDING_BATCHING}
+    assert len(standin.batches) == 1
+
+    monkeypatch.setattr(pipeline, "_save_claim", save_claim)
+    pipeline.create_batches()
+    assert len(standin.batches) == 2
+    assert set(status_of(failed).values()) == {RequestStatus.BATCHING_IN_PROGRESS}
+
+
+def test_step_query_counts_stay_within_20_when_the_claim_runs_in_parts(standin, monkeypatch):
+    monkeypatch.setattr(pipeline, "COMPANIES_PER_CLAIM_PART", 1)
+    ProviderCircuit.objects.get_or_create(provider="openai")
+    for _ in range(4):
+        submit(company(), [f"r{i}" for i in range(10)])
+    result = pipeline.create_batches()
+    assert result.detail["submitted_batches"] == 4
+    assert result.queries <= 20

@@ -23,3 +23,37 @@ def test_stand_in_in_its_own_process_accepts_files_and_batches():
     finally:
         server.stop()
     assert server.process.returncode is not None
+
+
+def test_stand_in_reads_headers_by_any_case_and_answers_a_bad_request_line():
+    import http.client
+    import socket
+
+    from batches.standin import start_in_thread
+
+    server = start_in_thread(api_key="sk-test")
+    try:
+        host, port = server.server_address[:2]
+        client = http.client.HTTPConnection(host, port, timeout=5)
+        body = b'{"input_file_id": "file_missing", "endpoint": "/v1/chat/completions", "completion_window": "24h"}'
+        client.request("POST", "/v1/batches", body=body, headers={"AUTHORIZATION": "Bearer sk-test",
+                                                                  "content-type": "application/json"})
+        answer = client.getresponse()
+        assert answer.status == 400 and b"Invalid input_file_id" in answer.read()  # authorised, body read
+        client.request("GET", "/v1/batches", headers={"Authorization": "Bearer wrong"})
+        answer = client.getresponse()
+        assert answer.status == 401
+        answer.read()
+        client.close()
+        with socket.create_connection((host, port), timeout=5) as raw:
+            raw.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            received = b""
+            while chunk := raw.recv(4096):  # the server closes the connection after answering
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 401")
+        with socket.create_connection((host, port), timeout=5) as raw:
+            raw.sendall(b"NONSENSE\r\n\r\n")
+            assert raw.recv(100).startswith(b"HTTP/1.1 400 Bad request line")
+    finally:
+        server.shutdown()
+        server.server_close()
