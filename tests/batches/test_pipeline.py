@@ -204,6 +204,14 @@ def test_two_concurrent_create_runs_never_batch_a_request_twice(standin):
     for thread in threads:
         thread.join(30)
     assert failures == []
+    # Each run skips the rows the other holds locked, so a company's rows may be split between them, and a
+    # share under the minimum batch size waits for a later run: pending, in no batch, never attempted.
+    claimed = AIProcessingRequest.objects.filter(status=RequestStatus.BATCHING_IN_PROGRESS)
+    assert sum(BatchJob.objects.values_list("request_count", flat=True)) == claimed.count() > 0
+    waiting = AIProcessingRequest.objects.exclude(pk__in=claimed.values("pk"))
+    assert set(waiting.values_list("status", "batch", "attempts")) <= {(RequestStatus.PENDING_BATCHING, None, 0)}
+    # Past the maximum wait a later run batches what is left; in the end every request was batched once.
+    pipeline.create_batches(now=timezone.now() + timedelta(days=1))
     assert sum(BatchJob.objects.values_list("request_count", flat=True)) == 120
     assert AIProcessingRequest.objects.filter(status=RequestStatus.BATCHING_IN_PROGRESS).count() == 120
     assert set(AIProcessingRequest.objects.values_list("attempts", flat=True)) == {1}
