@@ -119,7 +119,8 @@ class JobRun(models.Model):
                          condition=models.Q(state__in=["PENDING", "RECEIVED", "STARTED", "RETRY"])),
             models.Index(fields=["state", "started_at"], name="jobrun_active_started_idx",
                          condition=models.Q(state__in=["RECEIVED", "STARTED", "RETRY"])),
-            models.Index(fields=["root_id"], name="jobrun_root_idx", condition=~models.Q(root_id="")),
+            # No root_id index: no read path looks a job up by its root, and every Celery job has a root (a
+            # top-level job is its own), so such an index took an entry on every capture write (0009).
             models.Index(fields=["parent_id"], name="jobrun_parent_idx", condition=~models.Q(parent_id="")),
             models.Index(fields=["retry_of"], name="jobrun_retry_of_idx", condition=~models.Q(retry_of="")),
             # Read side: the roll-up task finds late writes by updated_at; the timeline and the
