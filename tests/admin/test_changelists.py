@@ -59,6 +59,21 @@ def test_filtered_list_counts_up_to_the_cap(admin_client_, jobs, settings):
     assert f"{failed} job runs" in page and "more than" not in page
 
 
+def test_a_search_counts_like_the_jobs_api_a_large_task_name_branch_on_its_own(admin_client_, jobs, settings):
+    settings.MONITORING = {**settings.MONITORING, "ADMIN_COUNT_CAP": 5}
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client_.get(CHANGELIST, {"q": "app.mail"}).content.decode()
+    assert "more than 5 job runs" in page
+    # The count that decided it read the task-name branch alone, not the whole search condition.
+    counts = [s for s in sql_of(queries) if s.startswith("SELECT COUNT(*)")]
+    assert counts and "task_name" in counts[0] and "search_document" not in counts[0]
+
+    settings.MONITORING = {**settings.MONITORING, "ADMIN_COUNT_CAP": 100}
+    mail = sum(j.task_name == "app.mail" for j in jobs)
+    page = admin_client_.get(CHANGELIST, {"q": "app.mail"}).content.decode()
+    assert f"{mail} job runs" in page and "more than" not in page
+
+
 def test_queue_and_task_filters_offer_the_known_values_and_filter(admin_client_, jobs):
     page = admin_client_.get(CHANGELIST, {"task_name": "app.report", "queue": "other"})
     expected = {j.task_id for j in jobs if j.task_name == "app.report" and j.queue == "other"}
