@@ -491,9 +491,14 @@ class InputLine(Func):
                 f"{body} || '}}')", [*p1, *p2, *p3])
 
 
+def _jsonl(lines: Iterable[str]) -> bytes:
+    """A JSONL file's bytes from its lines (each already one JSON document)."""
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _input_file(rows: list[_ClaimRow]) -> bytes:
     """A new batch's JSONL input file from its claimed rows' lines."""
-    return ("\n".join(r[7] for r in rows) + "\n").encode()
+    return _jsonl(r[7] for r in rows)
 
 
 def _input_files(job_ids: list[int]) -> dict[int, bytes]:
@@ -503,7 +508,7 @@ def _input_files(job_ids: list[int]) -> dict[int, bytes]:
             .annotate(line=InputLine()).values_list("batch_id", "line"))
     for batch_id, line in rows.iterator(chunk_size=10_000):
         lines[batch_id].append(line)
-    return {batch_id: ("\n".join(group) + "\n").encode() for batch_id, group in lines.items()}
+    return {batch_id: _jsonl(group) for batch_id, group in lines.items()}
 
 
 def _submit(jobs: list[dict[str, Any]], submitter: _Submitter, now: datetime, circuit: _Circuit
