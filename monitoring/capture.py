@@ -301,9 +301,10 @@ def _write_arrays(cursor: Any, connection: Any, rows: list[dict[str, Any]]) -> N
             # Text columns repeat a few values through a flush (state, task name, queue, worker, ""): each
             # distinct value is quoted once.
             quoted = {value: _text_item(value) for value in set(values) if value is not None}
-            params.append("{" + ",".join(["NULL" if value is None else quoted[value] for value in values]) + "}")
-            continue
-        params.append("{" + ",".join(["NULL" if value is None else element(value) for value in values]) + "}")
+            items = ["NULL" if value is None else quoted[value] for value in values]
+        else:
+            items = ["NULL" if value is None else element(value) for value in values]
+        params.append("{" + ",".join(items) + "}")
     cursor.execute(_unnest_upsert_sql(JobRun._meta.db_table, types), params)
 
 
