@@ -8,7 +8,8 @@ app_name = "monitoring-api"
 
 urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="job-list"),
-    path("jobs/<str:task_id>/", views.JobDetailView.as_view(), name="job-detail"),
+    # ``path``: a task id may hold "/" (Celery accepts any string as a custom task id).
+    path("jobs/<path:task_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("metrics/", views.MetricsView.as_view(), name="metrics"),
     path("trends/", views.TrendsView.as_view(), name="trends"),
     path("stats/", views.StatsView.as_view(), name="stats"),

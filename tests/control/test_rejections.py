@@ -20,6 +20,7 @@ def jobs(transactional_db):
     job_run(task_id=FAILED_ID, state=JobState.FAILURE, task_name="tests.control.echo", args=[1], kwargs={},
             queue="emails")
     job_run(task_id="done-job", state=JobState.SUCCESS, queue="emails")
+    job_run(task_id="tenant/7/done", state=JobState.SUCCESS, queue="emails")  # a custom id holding "/"
     job_run(task_id="masked-job", state=JobState.FAILURE, kwargs={"api_key": MASK}, queue="emails")
     job_run(task_id="truncated-job", state=JobState.FAILURE, queue="emails", arguments_truncated=True,
             kwargs={"__truncated__": True})
@@ -62,6 +63,9 @@ REJECTED = [
     ("truncated arguments", lambda: retry("truncated-job"), {}, 409, "truncated"),
     ("cancel a finished job", lambda: reverse("monitoring-control:job-cancel", args=["done-job"]), {}, 409,
      "already finished"),
+    ("cancel a finished job whose id holds '/'",
+     lambda: reverse("monitoring-control:job-cancel", args=["tenant/7/done"]), {}, 409, "already finished"),
+    ("retry a success whose id holds '/'", lambda: retry("tenant/7/done"), {}, 409, "rerun=true"),
     ("cancel with a bad signal", lambda: reverse("monitoring-control:job-cancel", args=["done-job"]),
      {"signal": "SIGHUP"}, 400, "signal"),
     ("pause a paused queue", lambda: queue("pause", "media"), {}, 409, "already paused"),

@@ -94,7 +94,8 @@ def test_jobs_list_links_and_timestamps_match_drf_and_reverse(client):
     # still read exactly as reverse() and DRF's DateTimeField would write it, whatever the task id holds.
     from rest_framework.fields import DateTimeField
 
-    ids = ["plain-id", "with space", "ümlaut", "a?b#c", "50%off", "semi;colon", "at@sign:colon", "~tilde"]
+    ids = ["plain-id", "with space", "ümlaut", "a?b#c", "50%off", "semi;colon", "at@sign:colon", "~tilde",
+           "tenant/42/export", "trailing/"]
     now = timezone.now()
     for i, task_id in enumerate(ids):
         job_run(task_id=task_id, created_at=now - timedelta(seconds=i), started_at=now, finished_at=now)
