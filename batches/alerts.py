@@ -5,7 +5,7 @@ Monitoring never imports this app; it asks ``monitoring.registry``, which this m
 
 from __future__ import annotations
 
-from django.db.models import Avg, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, Sum
 
 from monitoring.registry import ABOVE, AT_LEAST, Check, Metric, Observation, ScopeKind, register_metric, register_scope
 
@@ -47,16 +47,18 @@ def batch_error_rate(check: Check) -> Observation:
     completed, failed = totals["completed"] or 0, totals["failed"] or 0
     processed = completed + failed
     value = round(100.0 * failed / processed, 2) if processed else None
-    return Observation(value, details={"completed_requests": completed, "failed_requests": failed})
+    return Observation(value, details={"completed_requests": completed, "failed_requests": failed}, samples=processed)
 
 
 def batch_processing_time(check: Check) -> Observation:
     """Average seconds from submission to completion of batches completed in the window."""
     processing = ExpressionWrapper(F("completed_at") - F("submitted_at"), output_field=DurationField())
-    average = (BatchJob.objects.filter(_scoped(check), status=BatchStatus.COMPLETED, submitted_at__isnull=False,
+    figures = (BatchJob.objects.filter(_scoped(check), status=BatchStatus.COMPLETED, submitted_at__isnull=False,
                                        completed_at__gte=check.since, completed_at__lt=check.now)
-               .aggregate(avg=Avg(processing))["avg"])
-    return Observation(round(average.total_seconds(), 3) if average is not None else None)
+               .aggregate(avg=Avg(processing), batches=Count("id")))
+    average = figures["avg"]
+    return Observation(round(average.total_seconds(), 3) if average is not None else None,
+                       details={"batches_timed": figures["batches"]}, samples=figures["batches"])
 
 
 def register() -> None:
@@ -65,6 +67,6 @@ def register() -> None:
     register_scope(ScopeKind("company", "A company", validate=_company))
     register_metric(Metric("batch_failed", "Batches failed", AT_LEAST, " batches", BATCH_SCOPES, batches_failed))
     register_metric(Metric("batch_error_rate", "Batch request error rate", ABOVE, "%", BATCH_SCOPES,
-                           batch_error_rate, max_threshold=100))
+                           batch_error_rate, max_threshold=100, sampled=True))
     register_metric(Metric("batch_processing_time", "Average batch processing time", ABOVE, "s", BATCH_SCOPES,
-                           batch_processing_time))
+                           batch_processing_time, sampled=True))

@@ -50,8 +50,9 @@ MIN_WINDOW = 60
 MAX_WINDOW = 30 * 86_400
 SEVERITY_RANK = {AlertSeverity.CRITICAL: 0, AlertSeverity.HIGH: 1, AlertSeverity.MEDIUM: 2, AlertSeverity.LOW: 3}
 COMPARISON_WORDS = {ABOVE: "above", BELOW: "below", AT_LEAST: "at least", AT_MOST: "at most"}
-RULE_FIELDS = ("name", "metric", "scope", "scope_value", "threshold", "window", "severity", "channels", "cooldown",
-               "notify_resolved", "enabled")
+RULE_FIELDS = ("name", "metric", "scope", "scope_value", "threshold", "window", "min_samples", "severity", "channels",
+               "cooldown", "notify_resolved", "enabled")
+MAX_MIN_SAMPLES = 1_000_000
 
 
 # --- built-in metrics ------------------------------------------------------------------------------------
@@ -77,26 +78,28 @@ def _error_rate(check: Check) -> Observation:
     figures = _job_figures(check)
     decided = figures.succeeded + figures.failures
     value = round(100.0 * figures.failures / decided, 2) if decided else None
-    return Observation(value, details=_figures_details(figures))
+    return Observation(value, details=_figures_details(figures), samples=decided)
 
 
 def _success_rate(check: Check) -> Observation:
     figures = _job_figures(check)
-    return Observation(figures.success_rate, details=_figures_details(figures))
+    # The same denominator as the rate: succeeded + failed (revoked jobs are neither).
+    return Observation(figures.success_rate, details=_figures_details(figures),
+                       samples=figures.succeeded + figures.failures)
 
 
 def _average_time(check: Check) -> Observation:
     figures = _job_figures(check)
     value = figures.average_runtime
     return Observation(round(value, 3) if value is not None else None,
-                       details={"jobs_timed": figures.runtime_count})
+                       details={"jobs_timed": figures.runtime_count}, samples=figures.runtime_count)
 
 
 def _p95_time(check: Check) -> Observation:
     figures = _job_figures(check)
     value = figures.percentile(0.95)
     return Observation(round(value, 3) if value is not None else None,
-                       details={"jobs_timed": figures.runtime_count})
+                       details={"jobs_timed": figures.runtime_count}, samples=figures.runtime_count)
 
 
 def _throughput(check: Check) -> Observation:
@@ -150,15 +153,18 @@ def register_builtin() -> None:
     registry.register_scope(ScopeKind("queue", "A queue"))
     registry.register_scope(ScopeKind("task_name", "A task name"))
     for metric in (
-        Metric("error_rate", "Error rate", ABOVE, "%", JOB_SCOPES, _error_rate, max_threshold=100),
-        Metric("p95_processing_time", "95th percentile processing time", ABOVE, "s", JOB_SCOPES, _p95_time),
-        Metric("avg_processing_time", "Average processing time", ABOVE, "s", JOB_SCOPES, _average_time),
+        Metric("error_rate", "Error rate", ABOVE, "%", JOB_SCOPES, _error_rate, max_threshold=100, sampled=True),
+        Metric("p95_processing_time", "95th percentile processing time", ABOVE, "s", JOB_SCOPES, _p95_time,
+               sampled=True),
+        Metric("avg_processing_time", "Average processing time", ABOVE, "s", JOB_SCOPES, _average_time,
+               sampled=True),
         Metric("throughput", "Throughput (jobs per hour)", BELOW, "/h", JOB_SCOPES, _throughput),
         Metric("queue_depth", "Queue depth", ABOVE, " messages", ("all", "queue"), _queue_depth,
                uses_window=False),
         # The threshold is the seconds a job must have been active; the value is the longest one's.
         Metric("stuck_jobs", "Longest stuck job", ABOVE, "s", JOB_SCOPES, _stuck_jobs, uses_window=False),
-        Metric("success_rate", "Success rate", BELOW, "%", JOB_SCOPES, _success_rate, max_threshold=100),
+        Metric("success_rate", "Success rate", BELOW, "%", JOB_SCOPES, _success_rate, max_threshold=100,
+               sampled=True),
         Metric("no_workers_online", "Workers online", AT_MOST, " workers", ("all", "queue"), _workers_online,
                uses_window=False),
     ):
@@ -252,6 +258,14 @@ def rule_errors(data: dict[str, Any]) -> dict[str, list[str]]:
     if window is not None and (isinstance(window, bool) or not isinstance(window, int)
                                or not MIN_WINDOW <= window <= MAX_WINDOW):
         errors["window"] = [f"Must be a whole number of seconds from {MIN_WINDOW} to {MAX_WINDOW} (30 days)."]
+    min_samples = data.get("min_samples")
+    if min_samples is not None:
+        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or not 0 <= min_samples <= MAX_MIN_SAMPLES:
+            errors["min_samples"] = [f"Must be a whole number from 0 to {MAX_MIN_SAMPLES:,}."]
+        elif min_samples and metric is not None and not metric.sampled:
+            sampled = [name for name, m in known.items() if m.sampled]
+            errors["min_samples"] = [f"Only rates and averages count samples; {metric.name} does not. Set 0, or use "
+                                     f"one of: {_allowed(sampled)}."]
     if "channels" in data:
         problems = channel_errors(data["channels"])
         if problems:
@@ -364,6 +378,11 @@ def evaluate(now: datetime | None = None) -> EvaluationReport:
             report.unknown.append(rule.pk)
             continue
         breached = observation.value is not None and metric.breached(observation.value, rule.threshold)
+        if breached and observation.samples is not None and observation.samples < rule.min_samples:
+            # Too few jobs in the window for the rate to mean anything: the condition is not established.
+            breached = False
+            observation.details = {**observation.details, "samples": observation.samples,
+                                   "min_samples": rule.min_samples, "too_few_samples": True}
         alert = _apply(rule, metric, scope, observation, breached, now)
         if alert is not None:
             (report.fired if breached else report.resolved).append(alert.pk)

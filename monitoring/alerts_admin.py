@@ -46,7 +46,8 @@ class AlertRuleForm(forms.ModelForm):
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
     form = AlertRuleForm
-    list_display = ("name", "metric", "scope", "scope_value", "threshold", "window", "severity", "cooldown", "enabled")
+    list_display = ("name", "metric", "scope", "scope_value", "threshold", "window", "min_samples", "severity",
+                    "cooldown", "enabled")
     list_filter = ("enabled", "severity", "metric")
     list_editable = ("enabled",)
     search_fields = ("name",)

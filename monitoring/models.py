@@ -404,6 +404,10 @@ class AlertRule(models.Model):
     window = models.PositiveIntegerField(_("evaluation window (s)"), default=3_600,
                                          help_text=_("How far back the metric looks (ignored by queue depth, "
                                                      "stuck jobs and workers online, which are read now)."))
+    min_samples = models.PositiveIntegerField(
+        _("minimum samples"), default=0,
+        help_text=_("Rates and averages only: fire only when the window holds at least this many finished jobs "
+                    "(requests, batches for batch metrics); 0 fires on any. Others must leave it 0."))
     severity = models.CharField(_("severity"), max_length=16, choices=AlertSeverity.choices,
                                 default=AlertSeverity.MEDIUM)
     channels = models.JSONField(
@@ -433,7 +437,8 @@ class AlertRule(models.Model):
         from .alerts import rule_errors
 
         errors = rule_errors({"metric": self.metric, "scope": self.scope, "scope_value": self.scope_value,
-                              "threshold": self.threshold, "window": self.window, "channels": self.channels})
+                              "threshold": self.threshold, "window": self.window, "min_samples": self.min_samples,
+                              "channels": self.channels})
         if errors:
             raise ValidationError(errors)
 

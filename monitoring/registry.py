@@ -48,6 +48,9 @@ class Observation:
     value: float | None
     known: bool = True
     details: dict[str, Any] = field(default_factory=dict)
+    # How many jobs (or requests) the value was computed from, for metrics that are rates or averages
+    # (``Metric.sampled``): a rule's ``min_samples`` keeps one failure out of two jobs from paging anyone.
+    samples: int | None = None
 
 
 class Context:
@@ -94,6 +97,8 @@ class Metric:
     max_threshold: float | None = None
     # The metric reads a time window (False: the window is ignored, e.g. queue depth right now).
     uses_window: bool = True
+    # The value is a rate or an average over samples its observations count (rules may ask for a minimum).
+    sampled: bool = False
 
     def breached(self, value: float, threshold: float) -> bool:
         return {ABOVE: value > threshold, BELOW: value < threshold, AT_LEAST: value >= threshold,

@@ -23,14 +23,16 @@ class AlertRuleSerializer(serializers.ModelSerializer):
         "channels").help_text)
     threshold = serializers.FloatField(help_text=str(AlertRule._meta.get_field("threshold").help_text))
     window = serializers.IntegerField(required=False, default=3_600, help_text="Seconds (60 to 2592000).")
+    min_samples = serializers.IntegerField(required=False, default=0, help_text=str(AlertRule._meta.get_field(
+        "min_samples").help_text))
     cooldown = serializers.IntegerField(required=False, default=900, min_value=0, max_value=30 * 86_400,
                                         help_text="Seconds without a new notification for this rule and scope.")
     open_alerts = serializers.SerializerMethodField()
 
     class Meta:
         model = AlertRule
-        fields = ["id", "name", "metric", "scope", "scope_value", "threshold", "window", "severity", "channels",
-                  "cooldown", "notify_resolved", "enabled", "open_alerts", "created_at", "updated_at"]
+        fields = ["id", "name", "metric", "scope", "scope_value", "threshold", "window", "min_samples", "severity",
+                  "channels", "cooldown", "notify_resolved", "enabled", "open_alerts", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
     def get_open_alerts(self, rule: AlertRule) -> int:

@@ -12,8 +12,8 @@ from tests.factories import job_run
 from .conftest import MINUTE, NOW, make_rule
 
 FORM = {"name": "Reports slow", "metric": "p95_processing_time", "scope": "queue", "scope_value": "reports",
-        "threshold": "120", "window": "3600", "severity": "high", "channels": "[]", "cooldown": "900",
-        "notify_resolved": "on", "enabled": "on"}
+        "threshold": "120", "window": "3600", "min_samples": "10", "severity": "high", "channels": "[]",
+        "cooldown": "900", "notify_resolved": "on", "enabled": "on"}
 
 
 def test_operator_adds_a_rule_in_the_admin(client, operator):
@@ -23,7 +23,8 @@ def test_operator_adds_a_rule_in_the_admin(client, operator):
     response = client.post(reverse("admin:monitoring_alertrule_add"), FORM)
     assert response.status_code == 302, response.context["adminform"].form.errors
     rule = AlertRule.objects.get(name="Reports slow")
-    assert (rule.metric, rule.scope_value, rule.threshold) == ("p95_processing_time", "reports", 120)
+    assert (rule.metric, rule.scope_value, rule.threshold, rule.min_samples) == (
+        "p95_processing_time", "reports", 120, 10)
     assert AuditEvent.objects.filter(action="alert_rule.create", source="admin").exists()
 
 
@@ -32,6 +33,14 @@ def test_the_admin_form_refuses_a_scope_the_metric_does_not_take(client, operato
     response = client.post(reverse("admin:monitoring_alertrule_add"), {**FORM, "metric": "batch_failed"})
     assert response.status_code == 200
     assert "scope" in response.context["adminform"].form.errors
+    assert not AlertRule.objects.filter(name="Reports slow").exists()
+
+
+def test_the_admin_form_refuses_a_minimum_of_samples_for_a_metric_without_samples(client, operator):
+    client.force_login(operator)
+    response = client.post(reverse("admin:monitoring_alertrule_add"), {**FORM, "metric": "queue_depth"})
+    assert response.status_code == 200
+    assert "min_samples" in response.context["adminform"].form.errors
     assert not AlertRule.objects.filter(name="Reports slow").exists()
 
 

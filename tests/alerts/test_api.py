@@ -41,13 +41,15 @@ VALID = {"name": "Emails failing", "metric": "error_rate", "scope": "queue", "sc
 # --- rules ----------------------------------------------------------------------------------------------------
 
 def test_default_rules_exist_on_a_new_install(db):
-    rules = {r.name: (r.metric, r.threshold, r.severity, r.scope, r.enabled) for r in AlertRule.objects.all()}
+    rules = {r.name: (r.metric, r.threshold, r.severity, r.scope, r.enabled, r.min_samples)
+             for r in AlertRule.objects.all()}
     assert rules == {
-        "High error rate": ("error_rate", 10, "high", "all", True),
-        "Long processing time": ("avg_processing_time", 3_600, "medium", "all", True),
-        "Low throughput": ("throughput", 0.5, "medium", "all", True),
-        "Batch failed": ("batch_failed", 1, "critical", "all", True),
-        "Jobs stuck over 30 minutes": ("stuck_jobs", 1_800, "medium", "all", True),
+        # A rate needs enough jobs to mean something: 20 decided jobs in the hour.
+        "High error rate": ("error_rate", 10, "high", "all", True, 20),
+        "Long processing time": ("avg_processing_time", 3_600, "medium", "all", True, 0),
+        "Low throughput": ("throughput", 0.5, "medium", "all", True, 0),
+        "Batch failed": ("batch_failed", 1, "critical", "all", True, 0),
+        "Jobs stuck over 30 minutes": ("stuck_jobs", 1_800, "medium", "all", True, 0),
     }
 
 
@@ -58,8 +60,13 @@ def test_operator_creates_changes_and_deletes_a_rule_and_each_change_is_audited(
     assert (rule.metric, rule.scope_value, rule.threshold, rule.channels) == (
         "error_rate", "emails", 5, VALID["channels"])
 
-    changed = operator_api.patch(f"{RULES}{rule.pk}/", {"threshold": 20, "enabled": False}, format="json")
+    assert created.json()["min_samples"] == 0  # the field's default
+
+    changed = operator_api.patch(f"{RULES}{rule.pk}/", {"threshold": 20, "enabled": False, "min_samples": 50},
+                                 format="json")
     assert changed.status_code == 200 and changed.json()["threshold"] == 20 and not changed.json()["enabled"]
+    rule.refresh_from_db()
+    assert rule.min_samples == 50
 
     assert operator_api.delete(f"{RULES}{rule.pk}/").status_code == 204
     assert not AlertRule.objects.filter(pk=rule.pk).exists()
@@ -93,6 +100,10 @@ def test_a_user_without_a_role_is_refused(db):
     ({"scope": "company", "metric": "batch_failed", "scope_value": "999999"}, "scope_value", ["No company"]),
     ({"scope": "company", "metric": "batch_failed", "scope_value": "9" * 30}, "scope_value", ["No company"]),
     ({"window": 5}, "window", ["60"]),
+    ({"min_samples": -1}, "min_samples", ["0 to 1,000,000"]),
+    ({"min_samples": "many"}, "min_samples", ["integer"]),
+    ({"metric": "queue_depth", "scope": "all", "min_samples": 10}, "min_samples",
+     ["queue_depth", "error_rate", "success_rate", "p95_processing_time", "batch_error_rate"]),
     ({"severity": "apocalyptic"}, "severity", ["low, medium, high, critical"]),
     ({"channels": [{"type": "pager"}]}, "channels", ["email, webhook"]),
     ({"channels": [{"type": "email", "to": ["not-an-address"]}]}, "channels", ["not-an-address"]),

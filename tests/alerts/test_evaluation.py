@@ -55,6 +55,50 @@ def test_error_rate_fires_above_threshold_and_resolves_when_failures_leave_the_w
     assert alert.resolved_by_name == ""  # resolved by the evaluation, not by a person
 
 
+@pytest.mark.parametrize(("metric", "threshold", "outcomes"), [
+    ("error_rate", 10, [JobState.SUCCESS] * 3 + [JobState.FAILURE] * 2),
+    ("success_rate", 90, [JobState.SUCCESS] * 3 + [JobState.FAILURE] * 2),
+    ("avg_processing_time", 0.5, [JobState.SUCCESS] * 5),
+])
+def test_a_rate_or_average_over_fewer_jobs_than_min_samples_does_not_fire(metric, threshold, outcomes):
+    few = make_rule(name="few", metric=metric, threshold=threshold, min_samples=len(outcomes) + 1)
+    enough = make_rule(name="enough", metric=metric, threshold=threshold, min_samples=len(outcomes))
+    seed(outcomes)
+
+    report = alerts.evaluate(now=NOW)
+
+    assert state_of(few) is None and state_of(enough) == AlertState.FIRING
+    assert report.fired == [Alert.objects.get(rule=enough).pk]
+
+    # More jobs in the window: the first rule's minimum is met, so it fires too.
+    seed([JobState.FAILURE if metric != "avg_processing_time" else JobState.SUCCESS], start=NOW - 5 * MINUTE)
+    alerts.evaluate(now=NOW + MINUTE)
+    assert state_of(few) == AlertState.FIRING
+
+
+def test_an_open_rate_alert_resolves_when_too_few_jobs_remain_to_establish_it():
+    rule = make_rule(metric="error_rate", threshold=10, min_samples=4)
+    seed([JobState.SUCCESS, JobState.FAILURE, JobState.FAILURE, JobState.SUCCESS])
+    alerts.evaluate(now=NOW)
+    assert state_of(rule) == AlertState.FIRING
+
+    seed([JobState.FAILURE], start=NOW + 40 * MINUTE)
+    alerts.evaluate(now=NOW + 60 * MINUTE)  # only the last failure is in the window: 100% of one job
+    alert = Alert.objects.get(rule=rule)
+    assert alert.state == AlertState.RESOLVED and alert.last_value == 100.0
+
+
+def test_batch_error_rate_counts_processed_requests_as_its_samples(company):
+    rule = make_rule(metric="batch_error_rate", threshold=5, min_samples=101)
+    batch(company, BatchStatus.COMPLETED, created_at=NOW - 30 * MINUTE, completed_count=80, failed_count=20)
+    alerts.evaluate(now=NOW)
+    assert state_of(rule) is None  # 20% of 100 requests, one short of the minimum
+    rule.min_samples = 100
+    rule.save()
+    alerts.evaluate(now=NOW)
+    assert state_of(rule) == AlertState.FIRING
+
+
 def test_error_rate_reads_the_same_from_rollups_as_from_job_records():
     rule = make_rule(metric="error_rate", threshold=10)
     seed([JobState.SUCCESS] * 3 + [JobState.FAILURE], start=NOW - 3 * HOUR + 10 * MINUTE)
