@@ -185,3 +185,30 @@ def test_viewer_sees_no_action_buttons_and_a_forged_post_is_refused(browser_page
     assert not AuditEvent.objects.filter(action="pause_queue").exists()
     browser_page.errors = [e for e in browser_page.errors if "403" not in e]  # the refused fetch itself
     assert browser_page.errors == []
+
+
+def test_every_action_button_can_be_reached_at_laptop_width(browser_page, superuser):
+    # Long task names and ids in the half-width panels (stuck jobs, error groups) must wrap or scroll, never push
+    # the Retry/Cancel buttons under the neighbouring panel where nobody can click them.
+    now = timezone.now()
+    for hours in (3, 2):
+        job_run(task_name="jobmonitor.tasks.generate_quarterly_report", queue="reports", state=JobState.STARTED,
+                worker="celery@reports-worker-eu-west-1", created_at=now - timedelta(hours=hours),
+                started_at=now - timedelta(hours=hours))
+    job_run(task_name="jobmonitor.tasks.generate_quarterly_report", state=JobState.FAILURE,
+            created_at=now - timedelta(minutes=10),
+            exception_type="ReportTimeout", exception_message="query for sales exceeded 300s")
+    browser_page.login(superuser)
+    browser_page.open(DASHBOARD)
+    page = browser_page.page
+    buttons = page.locator("#jm-stuck .jm-action, #jm-errors .jm-action")
+    assert buttons.count() >= 5  # retry + cancel per stuck job, retry per error group
+    for index in range(buttons.count()):
+        button = buttons.nth(index)
+        button.scroll_into_view_if_needed()
+        # The element at the button's centre is the button itself: not clipped, not covered by another panel.
+        assert button.evaluate("""b => { const r = b.getBoundingClientRect();
+            return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b; }"""), (
+            button.inner_text())
+    browser_page.screenshot("jobs-dashboard-actions.png")
+    assert browser_page.errors == []
