@@ -37,6 +37,16 @@ def card(page, key: str) -> str:
     return page.locator(f'[data-card="{key}"] .jm-card-value').inner_text().strip()
 
 
+def assert_reachable(buttons) -> None:
+    """Each button is the element at its own centre once scrolled to: not clipped, not under another panel."""
+    for index in range(buttons.count()):
+        button = buttons.nth(index)
+        button.scroll_into_view_if_needed()
+        assert button.evaluate("""b => { const r = b.getBoundingClientRect();
+            return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b; }"""), (
+            button.inner_text())
+
+
 def charts_drawn(page) -> dict[str, int]:
     """Points per chart, read from the Chart.js instances on the page."""
     return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('canvas[data-chart]')].map(
@@ -84,6 +94,9 @@ def test_batches_dashboard_loads_draws_charts_without_console_errors(browser_pag
     assert card(page, "total_jobs") == str(BatchJob.objects.filter(created_at__gte=since).count())
     assert page.locator("#jm-batch-jobs tbody tr").count() > 0
     assert page.locator("#jm-scheduler").is_visible() and page.locator("#jm-circuits").is_visible()
+    # The batch table is the widest on the page: its Details/Retry/Cancel buttons must still be reachable.
+    assert page.locator("#jm-batch-jobs .jm-action").count() > 0
+    assert_reachable(page.locator("#jm-batch-jobs .jm-action"))
     browser_page.screenshot("batches-dashboard.png")
     assert browser_page.errors == []
 
@@ -203,12 +216,6 @@ def test_every_action_button_can_be_reached_at_laptop_width(browser_page, superu
     page = browser_page.page
     buttons = page.locator("#jm-stuck .jm-action, #jm-errors .jm-action")
     assert buttons.count() >= 5  # retry + cancel per stuck job, retry per error group
-    for index in range(buttons.count()):
-        button = buttons.nth(index)
-        button.scroll_into_view_if_needed()
-        # The element at the button's centre is the button itself: not clipped, not covered by another panel.
-        assert button.evaluate("""b => { const r = b.getBoundingClientRect();
-            return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b; }"""), (
-            button.inner_text())
+    assert_reachable(buttons)
     browser_page.screenshot("jobs-dashboard-actions.png")
     assert browser_page.errors == []
