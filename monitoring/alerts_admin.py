@@ -29,8 +29,8 @@ def _actor(request: HttpRequest) -> Actor:
 class AlertRuleForm(forms.ModelForm):
     """Metric and scope offered from the alert registry (batch metrics appear when batches is installed)."""
 
-    metric = forms.ChoiceField(label=_("metric"))
-    scope = forms.ChoiceField(label=_("scope"))
+    metric = forms.ChoiceField(label=_("Metric"))
+    scope = forms.ChoiceField(label=_("Scope"))
 
     class Meta:
         model = AlertRule
