@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -28,6 +28,23 @@ def jobs(db):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE monitoring_jobrun")  # the planner's estimate the unfiltered count uses
     return runs
+
+
+def test_rows_show_when_each_job_was_first_seen_in_the_current_time_zone(admin_client_, db, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    job = job_run(created_at=datetime(2026, 7, 1, 22, 30, 5, tzinfo=UTC), runtime=0.38075983154232645,
+                  task_name="app.tasks.send_<mail>")
+    page = admin_client_.get(CHANGELIST).content.decode()
+    assert '<td class="field-first_seen">2026-07-02 00:30:05</td>' in page  # UTC+2 in summer
+    assert '<td class="field-runtime_label">381 ms</td>' in page
+    assert '<td class="field-task_name_label">app.<wbr>tasks.<wbr>send_&lt;mail&gt;</td>' in page  # escaped
+    assert job.task_id in page
+
+
+def test_a_job_page_shows_its_durations_readably(admin_client_, db):
+    job = job_run(runtime=245.5, wait_time=0.0421)
+    page = admin_client_.get(reverse("admin:monitoring_jobrun_change", args=[job.pk])).content.decode()
+    assert "4 min 05 s" in page and "42 ms" in page
 
 
 def sql_of(queries) -> list[str]:
