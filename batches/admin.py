@@ -24,6 +24,8 @@ from monitoring.admin.base import (
     BigTableAdmin,
     CsvExportMixin,
     ReadOnlyAdmin,
+    compact_time,
+    money,
     pretty_json,
     safe_next,
 )
@@ -68,8 +70,8 @@ class CompanyAdmin(admin.ModelAdmin):
 
 @admin.register(BatchJob)
 class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
-    list_display = ["__str__", "company", "status", "job_type", "model", "request_count", "completed_count",
-                    "failed_count", "cost", "savings", "created_at"]
+    list_display = ["batch", "company", "status", "job_type", "model", "request_count", "completed_count",
+                    "failed_count", "cost_label", "savings_label", "created"]
     # A batch holds thousands of requests, so this table stays small enough for Django's DISTINCT filters.
     list_filter = ["status", "job_type", "model", RecentFilter]
     list_select_related = ["company"]
@@ -83,6 +85,22 @@ class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
                   "submitted_at", "completed_at", "failed_at", "expired_at", "cancelled_at"]
     readonly_fields = ["status_history_json", "error_summary_json", "provider_errors_json", "metadata_json"]
     exclude = ["status_history", "error_summary", "provider_errors", "metadata"]
+
+    @admin.display(description=_("batch"), ordering="id")
+    def batch(self, job: BatchJob) -> str:
+        return job.provider_batch_id or _("local batch %(id)s") % {"id": job.pk}
+
+    @admin.display(description=_("cost at batch price"), ordering="cost")
+    def cost_label(self, job: BatchJob) -> str:
+        return money(job.cost)
+
+    @admin.display(description=_("savings"), ordering="savings")
+    def savings_label(self, job: BatchJob) -> str:
+        return money(job.savings)
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, job: BatchJob) -> str:
+        return compact_time(job.created_at)
 
     @admin.display(description=_("status history"))
     def status_history_json(self, job: BatchJob) -> str:
@@ -275,8 +293,8 @@ class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
 
 @admin.register(AIProcessingRequest)
 class AIProcessingRequestAdmin(CsvExportMixin, BigTableAdmin):
-    list_display = ["custom_id", "company", "job_type", "model", "status", "attempts", "error_code", "cost",
-                    "requested_at"]
+    list_display = ["custom_id", "company", "job_type", "model", "status", "attempts", "error_code", "cost_label",
+                    "requested"]
     list_filter = ["status", RequestedFilter]
     list_select_related = ["company"]
     # Exact custom id only: an indexed (unique) lookup; no LIKE over bodies.
@@ -292,6 +310,14 @@ class AIProcessingRequestAdmin(CsvExportMixin, BigTableAdmin):
                   "completed_at"]
     readonly_fields = ["body_json", "response_body_json", "metadata_json"]
     exclude = ["body", "response_body", "metadata"]
+
+    @admin.display(description=_("cost at batch price"), ordering="cost")
+    def cost_label(self, request_row: AIProcessingRequest) -> str:
+        return money(request_row.cost)
+
+    @admin.display(description=_("requested"), ordering="requested_at")
+    def requested(self, request_row: AIProcessingRequest) -> str:
+        return compact_time(request_row.requested_at)
 
     @admin.display(description=_("request body"))
     def body_json(self, request_row: AIProcessingRequest) -> str:

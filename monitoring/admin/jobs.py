@@ -16,7 +16,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import dateformat, timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -27,7 +26,15 @@ from ..api.permissions import can_act
 from ..audit import Actor
 from ..models import AuditEvent, AuditSource, BulkOperation, BulkStatus, JobRun
 from ..templatetags.monitoring_admin import seconds
-from .base import BigTableAdmin, CsvExportMixin, ReadOnlyAdmin, preformatted, pretty_json, safe_next
+from .base import (
+    BigTableAdmin,
+    CsvExportMixin,
+    ReadOnlyAdmin,
+    compact_time,
+    preformatted,
+    pretty_json,
+    safe_next,
+)
 from .dashboard import JobsDashboardMixin
 from .filters import QueueFilter, RecentFilter, TaskNameFilter
 
@@ -86,8 +93,7 @@ class JobRunAdmin(JobsDashboardMixin, CsvExportMixin, BigTableAdmin):
 
     @admin.display(description=_("first seen"), ordering="created_at")
     def first_seen(self, job: JobRun) -> str:
-        # Compact and sortable at a glance (the locale's "Dec. 5, 2026, 5:07 p.m." takes three lines in a column).
-        return dateformat.format(timezone.localtime(job.created_at), "Y-m-d H:i:s")
+        return compact_time(job.created_at)
 
     # Durations as the dashboard writes them (381 ms, 4 min 05 s), not as raw floats; the CSV export keeps seconds.
     @admin.display(description=_("runtime"), ordering="runtime")

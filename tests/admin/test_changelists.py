@@ -187,3 +187,38 @@ def test_rows_link_to_their_change_page_keeping_the_filters(admin_client_, jobs)
     assert page.count('name="_selected_action"') == len(failed)
     unfiltered = admin_client_.get(CHANGELIST).content.decode()
     assert f'href="{reverse("admin:monitoring_jobrun_change", args=[jobs[0].pk])}"' in unfiltered
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    ("0.0641037500", "$0.06410375"), ("0.0006087500", "$0.00060875"), ("1.5", "$1.50"), ("0E-10", "$0.00"),
+    ("100", "$100.00"), ("-0.25", "-$0.25"), (None, "-"),
+])
+def test_amounts_are_shown_exactly_with_at_least_the_cents(amount, shown):
+    from decimal import Decimal
+
+    from monitoring.admin.base import money
+
+    assert money(None if amount is None else Decimal(amount)) == shown
+
+
+def test_batch_and_request_lists_show_exact_costs_and_compact_times(admin_client_, db, settings):
+    from decimal import Decimal
+
+    from batches.models import AIProcessingRequest, BatchJob, Company
+
+    settings.TIME_ZONE = "UTC"
+    company = Company.objects.create(name="Acme")
+    created = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    job = BatchJob.objects.create(company=company, provider_batch_id="batch_abc", model="gpt-4o-mini",
+                                  endpoint="/v1/chat/completions", cost=Decimal("0.0641037500"),
+                                  savings=Decimal("0.0641037500"), created_at=created)
+    BatchJob.objects.create(company=company, model="gpt-4o-mini", endpoint="/v1/chat/completions",
+                            created_at=created)
+    AIProcessingRequest.objects.create(company=company, job_type="sentiment", model="gpt-4o-mini", body={},
+                                       custom_id="req-1", cost=Decimal("0.0006087500"), requested_at=created,
+                                       batch=job)
+    batches = admin_client_.get(reverse("admin:batches_batchjob_changelist")).content.decode()
+    assert batches.count("$0.06410375") == 2 and "2026-03-04 05:06:07" in batches
+    assert "batch_abc" in batches and "local batch" in batches
+    requests = admin_client_.get(reverse("admin:batches_aiprocessingrequest_changelist")).content.decode()
+    assert "$0.00060875" in requests and "2026-03-04 05:06:07" in requests
