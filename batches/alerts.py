@@ -30,14 +30,27 @@ def _scoped(check: Check) -> Q:
     return Q()
 
 
+def _batches_ended(check: Check, status: str, at: str, key: str) -> Observation:
+    """Batches that ended in ``status`` (their ``at`` timestamp) within the window: the count and the latest ten."""
+    window = {f"{at}__gte": check.since, f"{at}__lt": check.now}
+    ended = BatchJob.objects.filter(_scoped(check), status=status, **window).order_by(f"-{at}", "-id")
+    rows = list(ended.values("id", "provider_batch_id", "job_type", "company_id", at, "provider_errors")[:10])
+    count = len(rows) if len(rows) < 10 else ended.count()
+    return Observation(float(count), details={key: count, "batches": [
+        {**row, at: row[at].isoformat()} for row in rows]})
+
+
 def batches_failed(check: Check) -> Observation:
     """Batches that failed as a whole (provider status ``failed``) within the window."""
-    failed = (BatchJob.objects.filter(_scoped(check), status=BatchStatus.FAILED, failed_at__gte=check.since,
-                                      failed_at__lt=check.now).order_by("-failed_at", "-id"))
-    rows = list(failed.values("id", "provider_batch_id", "job_type", "company_id", "failed_at", "provider_errors")[:10])
-    count = len(rows) if len(rows) < 10 else failed.count()
-    return Observation(float(count), details={"failed": count, "batches": [
-        {**row, "failed_at": row["failed_at"].isoformat()} for row in rows]})
+    return _batches_ended(check, BatchStatus.FAILED, "failed_at", "failed")
+
+
+def batches_expired(check: Check) -> Observation:
+    """Batches the provider did not finish within their completion window (status ``expired``) within the window.
+
+    Their unfinished requests are retried, so nothing is lost, but results arrive a day late: worth knowing.
+    """
+    return _batches_ended(check, BatchStatus.EXPIRED, "expired_at", "expired")
 
 
 def batch_error_rate(check: Check) -> Observation:
@@ -66,6 +79,7 @@ def register() -> None:
     register_scope(ScopeKind("job_type", "A batch job type"))
     register_scope(ScopeKind("company", "A company", validate=_company))
     register_metric(Metric("batch_failed", "Batches failed", AT_LEAST, " batches", BATCH_SCOPES, batches_failed))
+    register_metric(Metric("batch_expired", "Batches expired", AT_LEAST, " batches", BATCH_SCOPES, batches_expired))
     register_metric(Metric("batch_error_rate", "Batch request error rate", ABOVE, "%", BATCH_SCOPES,
                            batch_error_rate, max_threshold=100, sampled=True))
     register_metric(Metric("batch_processing_time", "Average batch processing time", ABOVE, "s", BATCH_SCOPES,

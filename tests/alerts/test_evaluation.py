@@ -286,6 +286,22 @@ def test_batch_failed_fires_critical_for_a_batch_that_failed_and_resolves_after_
     assert state_of(rule) == AlertState.RESOLVED
 
 
+def test_batch_expired_counts_batches_past_their_completion_window_and_not_failed_ones(company):
+    rule = make_rule(metric="batch_expired", threshold=2)
+    batch(company, BatchStatus.FAILED, failed_at=NOW - 10 * MINUTE)
+    batch(company, BatchStatus.EXPIRED, expired_at=NOW - 2 * HOUR)  # before the window
+    first = batch(company, BatchStatus.EXPIRED, expired_at=NOW - 20 * MINUTE, provider_batch_id="batch_e1")
+    alerts.evaluate(now=NOW)
+    assert state_of(rule) is None  # one expired batch in the hour, the rule asks for two
+
+    second = batch(company, BatchStatus.EXPIRED, expired_at=NOW - 5 * MINUTE, provider_batch_id="batch_e2")
+    alerts.evaluate(now=NOW)
+    alert = Alert.objects.get(rule=rule)
+    assert alert.value == 2.0 and "Batches expired 2 batches at least 2 batches" in alert.message
+    assert [b["provider_batch_id"] for b in alert.details["batches"]] == [second.provider_batch_id,
+                                                                          first.provider_batch_id]
+
+
 def test_batch_rules_scoped_to_a_company_or_job_type(company):
     other = Company.objects.create(name="Other")
     by_company = make_rule(name="acme", metric="batch_failed", threshold=1, scope="company",
