@@ -375,16 +375,29 @@ def last_runs(task_names: Iterable[str]) -> dict[str, JobRun]:
 
 # --- timeline and overlaps -------------------------------------------------------------------------------
 
+BAR_COLUMNS = ("task_id", "task_name", "queue", "state", "started_at", "finished_at", "runtime")
+
+
 def _bars(since: datetime, until: datetime, now: datetime, task_name: str | None) -> tuple[list[dict], bool]:
+    """The executions that started in the range (the latest ``TIMELINE_MAX_BARS``), and those started before it
+    that still run, oldest first.
+
+    A job that started two hours ago and runs now ran through the last hour: leaving it out hid exactly the long
+    jobs a timeline is opened for. Those are read through the active-jobs partial index (a few rows). A job that
+    started before the range and has finished since is not included: finding it would scan every job finished in
+    the range.
+    """
     limit = conf.get("TIMELINE_MAX_BARS")
-    qs = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
+    started = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
+    earlier = JobRun.objects.active().filter(started_at__lt=since)
     if task_name:
-        qs = qs.filter(task_name=task_name)
-    rows = list(qs.order_by("-started_at", "-id").values_list(
-        "task_id", "task_name", "queue", "state", "started_at", "finished_at", "runtime")[:limit + 1])
+        started, earlier = started.filter(task_name=task_name), earlier.filter(task_name=task_name)
+    rows = list(started.order_by("-started_at", "-id").values_list(*BAR_COLUMNS)[:limit + 1])
     truncated = len(rows) > limit
+    rows = rows[:limit]
+    rows += earlier.order_by("-started_at", "-id").values_list(*BAR_COLUMNS)[:limit]
     bars = []
-    for task_id, name, queue, state, started, end, runtime in reversed(rows[:limit]):
+    for task_id, name, queue, state, started, end, runtime in reversed(rows):
         if end is None and runtime is not None:
             end = started + timedelta(seconds=runtime)
         bars.append({"task_id": task_id, "task_name": name, "queue": queue,
@@ -399,7 +412,7 @@ def _render_bar(bar: dict[str, Any]) -> dict[str, Any]:
 
 def timeline(since: datetime, until: datetime, task_name: str | None = None,
              now: datetime | None = None) -> dict[str, Any]:
-    """Executions that started in the range as bars (start, end, status), oldest first."""
+    """Executions that started in the range, and earlier ones still running, as bars (start, end, status)."""
     bars, truncated = _bars(since, until, _now(now), task_name)
     return _timeline(since, until, task_name, bars, truncated)
 
@@ -455,7 +468,7 @@ def overlap_groups(intervals: list[tuple[datetime, datetime, Any]]) -> list[dict
 
 def overlaps(since: datetime, until: datetime, task_name: str | None = None,
              now: datetime | None = None) -> dict[str, Any]:
-    """Groups of executions (started in the range) that ran at the same time, with overlap duration."""
+    """Groups of executions (those of ``timeline``) that ran at the same time, with overlap duration."""
     now = _now(now)
     bars, truncated = _bars(since, until, now, task_name)
     return _overlaps(since, until, now, bars, truncated)

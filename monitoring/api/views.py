@@ -90,7 +90,7 @@ class StatsView(ReadView):
 
 @extend_schema(tags=["metrics"], parameters=[TimelineParams], responses={200: s.TimelineSerializer, **ERRORS})
 class TimelineView(ReadView):
-    """Executions started in the range as bars (start, end, status)."""
+    """Executions started in the range, and earlier ones still running, as bars (start, end, status)."""
 
     def get(self, request: Request) -> Response:
         params = validated(TimelineParams, request)

@@ -186,6 +186,23 @@ def test_timeline_bars_and_overlap_groups():
     assert metrics.timeline(since, NOW, task_name="app.b", now=NOW)["bars"][0]["task_id"] == b.task_id
 
 
+def test_timeline_includes_jobs_started_earlier_that_still_run():
+    since = NOW - timedelta(hours=1)
+    long_running = job_run(task_name="app.export", state=JobState.STARTED, created_at=since - timedelta(hours=2))
+    job_run(task_name="app.export", state=JobState.SUCCESS, created_at=since - timedelta(hours=2), runtime=600)
+    inside = _job("app.mail", 10, 5)
+    bars = metrics.timeline(since, NOW, now=NOW)["bars"]
+    assert [bar["task_id"] for bar in bars] == [long_running.task_id, inside.task_id]  # oldest first
+    assert bars[0]["status"] == "running" and bars[0]["end"] is None
+    assert bars[0]["duration"] == pytest.approx((NOW - long_running.started_at).total_seconds())
+    # It ran through the whole hour, so it overlaps the job inside it.
+    groups = metrics.overlaps(since, NOW, now=NOW)["groups"]
+    assert [[job["task_id"] for job in group["jobs"]] for group in groups] == [[long_running.task_id,
+                                                                                 inside.task_id]]
+    assert groups[0]["overlap_seconds"] == pytest.approx(5 * 60)
+    assert metrics.timeline(since, NOW, task_name="app.mail", now=NOW)["bars"][0]["task_id"] == inside.task_id
+
+
 @override_settings(MONITORING={"TIMELINE_MAX_BARS": 3})
 def test_timeline_keeps_the_most_recent_bars_and_says_it_truncated():
     jobs = [_job("app.a", minute, 1) for minute in (1, 3, 5, 7)]
