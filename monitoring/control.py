@@ -40,6 +40,7 @@ from .models import (
     JobRun,
     JobState,
     QueueState,
+    storable,
 )
 
 logger = logging.getLogger("monitoring.control")
@@ -341,7 +342,7 @@ def _require_queue(name: str) -> None:
 
 
 def _get_job(task_id: str) -> JobRun:
-    job = JobRun.objects.filter(task_id=task_id).first()
+    job = JobRun.objects.filter(task_id=task_id).first() if storable(task_id) else None
     if job is None:
         raise NotFound(f"No job with task id {task_id!r}.")
     return job
@@ -799,8 +800,9 @@ def select_jobs(filters: Mapping[str, Any]) -> models.QuerySet:
     for key in ("task_name", "queue", "worker", "exception_type"):
         value = filters.get(key)
         if value not in (None, ""):
-            if not isinstance(value, str):
-                raise InvalidOverride(f"filter.{key}", "must be a string (exact match).", "a string")
+            if not isinstance(value, str) or not storable(value):
+                raise InvalidOverride(f"filter.{key}", "must be a string without NUL characters (exact match).",
+                                      "a string")
             qs = qs.filter(**{key: value})
     since = parse_datetime_value(filters.get("since"), "filter.since")
     until = parse_datetime_value(filters.get("until"), "filter.until")
@@ -836,6 +838,8 @@ def _selected_ids(ids: Sequence[str] | None, filters: Mapping[str, Any] | None,
         if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
             raise InvalidOverride("ids", "must be a list of task ids.", "a JSON array of strings")
         ids = list(dict.fromkeys(ids))
+        if not all(map(storable, ids)):
+            raise InvalidOverride("ids", "a task id cannot contain NUL characters.", "task ids without NUL")
         if not ids:
             raise InvalidOverride("ids", "is empty; select at least one job.", "1 or more task ids")
         if len(ids) > cap:

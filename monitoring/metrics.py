@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import conf, rollups, search, workers
 from .brokers import celery_app, configured_queue_names, queue_depths, read_connection
-from .models import ACTIVE_STATES, JobRun, JobState, QueueState
+from .models import ACTIVE_STATES, JobRun, JobState, QueueState, storable
 from .rollups import DAY, HOUR, Figures, normalise_message
 
 RANGES: dict[str, timedelta] = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24),
@@ -128,6 +128,8 @@ def queue_overview(now: datetime | None = None) -> dict[str, Any]:
 
 def queue_exists(name: str) -> bool:
     """Whether ``name`` is a known queue (configured, consumed, seen in records or paused)."""
+    if not storable(name):
+        return False
     if name in configured_queue_names() or QueueState.objects.filter(name=name).exists():
         return True
     if any(name in qs for qs in workers.workers().queues_by_worker.values()):
@@ -571,6 +573,8 @@ def transitions(job: JobRun) -> list[dict[str, Any]]:
 
 def job_detail(task_id: str) -> dict[str, Any]:
     """Everything about one job: its record, transitions, and parent, children and retries (4 queries)."""
+    if not storable(task_id):
+        raise JobRun.DoesNotExist(f"No job with task id {task_id!r}.")
     job = JobRun.objects.get(task_id=task_id)
     related_ids = [i for i in (job.parent_id, job.retry_of) if i]
     known = set(JobRun.objects.filter(task_id__in=related_ids).values_list("task_id", flat=True))

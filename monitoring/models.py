@@ -38,6 +38,14 @@ ACTIVE_STATES = (JobState.RECEIVED, JobState.STARTED, JobState.RETRY)
 FINISHED_STATES = (JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED, JobState.LOST)
 
 
+def storable(text: str) -> bool:
+    """Whether a text could be stored: PostgreSQL text cannot hold NUL, and a query holding one fails.
+
+    So no stored task id or queue name contains NUL: a lookup of one finds nothing without asking the database.
+    """
+    return "\x00" not in text
+
+
 class JobOrigin(models.TextChoices):
     CELERY = "celery", _("Celery task")
     TRACKED = "tracked", _("Tracked job")

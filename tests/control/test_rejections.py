@@ -41,6 +41,11 @@ REJECTED = [
     # (what, url, body, status, field or words in the message)
     ("unknown job", lambda: retry("nope"), {}, 404, "No job with task id 'nope'"),
     ("unknown job (cancel)", lambda: reverse("monitoring-control:job-cancel", args=["nope"]), {}, 404, "nope"),
+    # PostgreSQL text cannot hold NUL, so no job has such an id: a 404, not a failed query.
+    ("job id with NUL (retry)", lambda: retry("a\x00b"), {}, 404, "No job with task id"),
+    ("job id with NUL (cancel)", lambda: reverse("monitoring-control:job-cancel", args=["a\x00b"]), {}, 404,
+     "No job with task id"),
+    ("queue name with NUL", lambda: queue("pause", "a\x00b"), {}, 404, "Unknown queue"),
     ("unknown queue (pause)", lambda: queue("pause", "nope"), {}, 404, "Unknown queue 'nope'"),
     ("unknown queue (purge)", lambda: queue("purge", "nope"), {}, 404, "Unknown queue 'nope'"),
     ("unknown queue (clear)", lambda: queue("clear", "nope"), {}, 404, "Unknown queue 'nope'"),
@@ -76,6 +81,9 @@ REJECTED = [
     ("bulk with ids and a filter", lambda: BULK,
      {"action": "retry", "ids": [FAILED_ID], "filter": {"state": "FAILURE"}}, 400, "ids"),
     ("bulk with an unknown id", lambda: BULK, {"action": "retry", "ids": [FAILED_ID, "nope"]}, 404, "nope"),
+    ("bulk with an id holding NUL", lambda: BULK, {"action": "retry", "ids": [FAILED_ID, "a\x00b"]}, 400, "ids"),
+    ("bulk with a filter holding NUL", lambda: BULK, {"action": "retry", "filter": {"task_name": "a\x00"}}, 400,
+     "filter.task_name"),
     ("bulk with a bad filter", lambda: BULK, {"action": "retry", "filter": {"colour": "red"}}, 400, "filter.colour"),
     ("bulk with a bad state", lambda: BULK, {"action": "retry", "filter": {"state": "BROKEN"}}, 400, "filter.state"),
     ("bulk with an empty filter", lambda: BULK, {"action": "retry", "filter": {}}, 400, "filter"),

@@ -146,6 +146,9 @@ def test_job_detail_and_unknown_ids(client):
     assert [t["state"] for t in data["transitions"]][-1] == "FAILURE"
     missing = client.get(url("job-detail", task_id="no-such-task"))
     assert missing.status_code == 404 and "no-such-task" in missing.json()["task_id"]
+    # No stored id can hold NUL (PostgreSQL text cannot): a 404, not a failed query.
+    nul = client.get(url("job-detail", task_id="a\x00b"))
+    assert nul.status_code == 404 and "No job with task id" in nul.json()["task_id"]
 
 
 def test_unknown_queue_is_404_and_a_known_one_shows_its_active_jobs(client):
@@ -154,6 +157,8 @@ def test_unknown_queue_is_404_and_a_known_one_shows_its_active_jobs(client):
     assert data["queue"] == "reports" and data["active"] == 1 and len(data["active_jobs"]) == 1
     assert client.get(url("queue-detail", name="nope")).status_code == 404
     assert client.get(url("queue-live", name="nope")).status_code == 404
+    assert client.get(url("queue-detail", name="a\x00b")).status_code == 404
+    assert client.get(url("queue-live", name="a\x00b")).status_code == 404
 
 
 def test_queue_list_shows_every_known_queue_with_paused_flag(client):
