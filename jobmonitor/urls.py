@@ -2,9 +2,14 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from monitoring.api.prometheus import PrometheusView
+
+# The admin site's names, which every admin page (the apps' dashboards included) puts in its title and header.
+admin.site.site_title = admin.site.site_header = "jobmonitor"
+admin.site.index_title = _("Job monitor")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -52,6 +52,13 @@ def test_staff_without_a_role_are_refused_and_anonymous_users_sent_to_login(clie
     assert client.get(url).status_code == 403
 
 
+@pytest.mark.parametrize("url", [DASHBOARD, BATCHES, reverse("admin:monitoring_jobrun_changelist")])
+def test_every_admin_page_carries_the_admin_sites_title(viewer_client, url):
+    page = viewer_client.get(url).content.decode()
+    title = page[page.index("<title>") + len("<title>"):page.index("</title>")]
+    assert title.endswith("| jobmonitor") and "Django" not in title
+
+
 def test_admin_index_links_to_both_dashboards(viewer_client):
     page = viewer_client.get(reverse("admin:index")).content.decode()
     assert f'href="{DASHBOARD}"' in page and f'href="{BATCHES}"' in page
