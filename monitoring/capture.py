@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import traceback as tb_module
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -360,9 +360,6 @@ class CaptureBuffer:
         self._pending: dict[str, dict[str, Any]] = {}
         # task id -> (time.time() of the receipt, worker node name); see add_received.
         self._received: dict[str, tuple[float, str]] = {}
-        # task id -> (time.monotonic(), started_at or None once written, task, request) of tasks running in this
-        # process; see start().
-        self._running: dict[str, tuple[float, datetime | None, Any, Any]] = {}
         self._timer: threading.Thread | None = None
         self._wakeup = threading.Event()
         self._failures = 0
@@ -386,7 +383,6 @@ class CaptureBuffer:
         with self._flush_lock, self._lock:
             self._pending.clear()
             self._received.clear()
-            self._running.clear()
             self._failures, self._retry_at = 0, 0.0
 
     def __contains__(self, task_id: str) -> bool:
@@ -418,25 +414,28 @@ class CaptureBuffer:
             # goes on while the database does the work.
             self._wakeup.set()
 
-    def start(self, task_id: str, running: tuple[float, datetime | None, Any, Any]) -> None:
-        """Note a task started in this process: ``(time.monotonic(), started_at, task, request)``.
+    def finish(self, task_id: str, outcome: dict[str, Any], build: Callable[[], dict[str, Any]]) -> None:
+        """Buffer a task's outcome (``outcome``: its state and the OUTCOME columns, ``updated_at``).
 
-        Its STARTED row is built once, with the outcome, by ``stop()``'s caller (postrun), or by the flush if
-        the task is still running then (``started_at`` None: its start is already buffered or written). A
-        pool process runs this for every task, and building, buffering and then merging a start row that
-        its outcome replaces moments later was most of the receivers' cost there (bench/capture_overhead.py).
+        The usual case, the start this process buffered moments ago and has not flushed yet, is merged in
+        place, with ``_merge``'s rules for an outcome that outranks the buffered state and carries only
+        those columns. Otherwise ``build()`` makes the full row and it goes through ``add``. With the start
+        row built directly in ``on_task_prerun``, this cut the two receivers' CPU in a pool process from
+        ~67 to ~20 us per task: on a two-core machine every microsecond of it is taken from the worker's
+        main process, prefork's bottleneck (bench/capture_overhead.py).
         """
-        self._running[task_id] = running
-        if self._timer is None:
-            self._ensure_timer()
-
-    def _unwritten_starts(self) -> bool:
-        return any(running[1] is not None for running in list(self._running.values()))
-
-    def stop(self, task_id: str) -> tuple[float, datetime | None, Any, Any] | None:
-        """Forget a task noted by ``start()`` and return what was noted (None if nothing)."""
-        with self._lock:  # the flush marks entries as written under it (see _take)
-            return self._running.pop(task_id, None)
+        with self._lock:
+            current = self._pending.get(task_id)
+            if (current is not None and current.get("task_name")
+                    and STATE_RANK[outcome["state"]] > STATE_RANK[current["state"]]):
+                updated_at = max(current["updated_at"], outcome["updated_at"])
+                current.update(outcome)
+                current["updated_at"] = updated_at
+                for key in OUTCOME:
+                    if key not in outcome:
+                        current[key] = None
+                return
+        self.add(build())
 
     def add_received(self, task_id: str, received_at: float, worker: str) -> None:
         """Buffer a worker's receipt of a task; written at flush time only if the task still waits then.
@@ -460,13 +459,6 @@ class CaptureBuffer:
         with self._lock:
             rows, self._pending = self._pending, {}
             received, self._received = self._received, {}
-            started = [(task_id, running) for task_id, running in self._running.items() if running[1] is not None]
-            for task_id, (clock, _started_at, task, request) in started:
-                self._running[task_id] = (clock, None, task, request)
-        for task_id, (_clock, started_at, task, request) in started:
-            # Still running at the flush (a long task): its start is written now, and only once.
-            row = _start_row(task_id, started_at, task, request)
-            rows[task_id] = _merge(row, rows[task_id]) if task_id in rows else row
         if received:
             waiting = _waiting_in_this_worker()
             if waiting is None:
@@ -577,7 +569,7 @@ class CaptureBuffer:
             self._wakeup.clear()
             if not self.background:
                 continue
-            if (self._pending or self._received or self._unwritten_starts()) and time.monotonic() >= self._retry_at:
+            if (self._pending or self._received) and time.monotonic() >= self._retry_at:
                 # Between bursts the connection is closed so it never lingers idle (a test database could not
                 # be dropped, and an idle server-side connection per process adds up). While events keep
                 # coming (the buffer filled, or more arrived during the flush) it is kept: a new connection
@@ -705,20 +697,7 @@ def on_task_received(sender: Any = None, request: Any = None, **kwargs: Any) -> 
     buffer.add_received(request.id, time.time(), request.hostname or "")
 
 
-def _start_row(task_id: str, started_at: datetime, task: Any, request: Any) -> dict[str, Any]:
-    """The STARTED event row of a task run here (what make_row would build, built directly)."""
-    delivery = getattr(request, "delivery_info", None) or {}
-    row = {"task_id": task_id, "state": JobState.STARTED, "created_at": started_at, "updated_at": started_at,
-           "started_at": started_at, "task_name": _text("task_name", task.name),
-           "queue": _text("queue", delivery.get("routing_key") or ""), "retries": getattr(request, "retries", 0) or 0,
-           "parent_id": _text("parent_id", getattr(request, "parent_id", "") or ""),
-           "root_id": _text("root_id", getattr(request, "root_id", "") or "")}
-    # Pool processes know the worker's node name ("celery@host"); a worker embedded in a thread (tests)
-    # reports the bare host name there, which must not replace the node name recorded on receipt.
-    hostname = getattr(request, "hostname", "") or ""
-    if "@" in hostname or getattr(request, "is_eager", False):
-        row["worker"] = _text("worker", hostname)
-    return row
+_started_clock: dict[str, float] = {}
 
 
 @_safe
@@ -727,18 +706,30 @@ def on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = N
     """Record the start (runs in the process executing the task)."""
     if task is None or _ignored(task.name):
         return
-    request = task.request
-    if not getattr(request, ARGUMENTS_RECORDED_HEADER, False):
+    _started_clock[task_id] = time.monotonic()
+    req = task.request
+    delivery = getattr(req, "delivery_info", None) or {}
+    # Pool processes know the worker's node name ("celery@host"); a worker embedded in a thread (tests)
+    # reports the bare host name there, which must not replace the node name recorded on receipt.
+    hostname = getattr(req, "hostname", "") or ""
+    worker = hostname if "@" in hostname or getattr(req, "is_eager", False) else None
+    queue = delivery.get("routing_key") or ""
+    parent_id, root_id = getattr(req, "parent_id", "") or "", getattr(req, "root_id", "") or ""
+    retries = getattr(req, "retries", 0) or 0
+    if not getattr(req, ARGUMENTS_RECORDED_HEADER, False):
         # A message from elsewhere (no publisher capture): its arguments are recorded here, masked.
-        row = _start_row(task_id, now(), task, request)
-        record(make_row(task_id, JobState.STARTED, task_name=task.name, worker=row.get("worker"),
-                        queue=row["queue"], started_at=row["started_at"], retries=row["retries"], args=args,
-                        kwargs=kwargs, parent_id=row["parent_id"], root_id=row["root_id"]))
-        buffer.start(task_id, (time.monotonic(), None, task, request))
+        record(make_row(task_id, JobState.STARTED, task_name=task.name, worker=worker, queue=queue,
+                        started_at=now(), retries=retries, args=args, kwargs=kwargs, parent_id=parent_id,
+                        root_id=root_id))
         return
-    # Only noted here: the row is built once, by postrun with the outcome, or by the flush if the task is
-    # still running then (CaptureBuffer.start).
-    buffer.start(task_id, (time.monotonic(), now(), task, request))
+    # The row make_row would build, built directly: this runs in the pool process for every task.
+    stamp = now()
+    row = {"task_id": task_id, "state": JobState.STARTED, "created_at": stamp, "updated_at": stamp,
+           "started_at": stamp, "task_name": _text("task_name", task.name), "queue": _text("queue", queue),
+           "retries": retries, "parent_id": _text("parent_id", parent_id), "root_id": _text("root_id", root_id)}
+    if worker is not None:
+        row["worker"] = _text("worker", worker)
+    record(row)
 
 
 @_safe
@@ -747,32 +738,24 @@ def on_task_postrun(sender: Any = None, task_id: str | None = None, task: Any = 
     """Record the outcome state, result summary and runtime of an execution."""
     if task is None or _ignored(task.name):
         return
-    running = buffer.stop(task_id)
-    start = None
-    if running is not None and running[1] is not None:
-        start = _start_row(task_id, running[1], task, running[3])  # not written yet: one row for both
+    started = _started_clock.pop(task_id, None)
     if state is None:
         # A BaseException ended the attempt (SIGTERM from revoke(terminate=True), SystemExit): Celery sends
         # postrun without a state. The worker's main process reports the real outcome (task_revoked, or a
         # WorkerLostError failure); recording SUCCESS here would win the tie between terminal states.
-        if start is not None:
-            buffer.add(start)
         return
-    runtime = time.monotonic() - running[0] if running is not None else None
+    runtime = time.monotonic() - started if started is not None else None
     state = state if state in STATE_RANK else JobState.SUCCESS
     if state in (JobState.RETRY, JobState.STARTED, JobState.RECEIVED, JobState.PENDING):
         # The attempt ended but the job goes on (retry): no finish time yet.
-        row = make_row(task_id, state, task_name=task.name)
-        record(_merge(start, row) if start is not None else row)
+        record(make_row(task_id, state, task_name=task.name))
         return
-    result = _text("result", _cap("" if state != JobState.SUCCESS else _safe_repr(retval), "MAX_RESULT_CHARS"))
+    result = "" if state != JobState.SUCCESS else _safe_repr(retval)
     stamp = now()
-    if start is None:
-        record(make_row(task_id, state, task_name=task.name, finished_at=stamp, runtime=runtime, result=result))
-        return
-    # The outcome outranks the start (see _merge): it sets the state and the outcome columns.
-    start.update(state=state, finished_at=stamp, runtime=runtime, result=result, updated_at=stamp)
-    record(start)
+    outcome = {"state": state, "finished_at": stamp, "runtime": runtime,
+               "result": _text("result", _cap(result, "MAX_RESULT_CHARS")), "updated_at": stamp}
+    buffer.finish(task_id, outcome, lambda: make_row(task_id, state, task_name=task.name, finished_at=stamp,
+                                                     runtime=runtime, result=result))
 
 
 @_safe

@@ -294,23 +294,21 @@ def redact_everything(value, *, task_name, field):
 
 def test_the_worker_records_arguments_only_for_messages_whose_publisher_did_not(monkeypatch):
     recorded = {}
-    monkeypatch.setattr(capture, "record", lambda row: recorded.setdefault(row["task_id"], []).append(row))
+    monkeypatch.setattr(capture, "record", lambda row: recorded.__setitem__(row["task_id"], row))
 
-    def run(task_id, **headers):
-        """The rows the pool process records for one task (its start and outcome)."""
+    def prerun(task_id, **headers):
         request = SimpleNamespace(hostname="celery@h", retries=0, delivery_info={"routing_key": "q"},
                                   parent_id=None, root_id=None, **headers)
-        task = SimpleNamespace(name="t", request=request)
-        capture.on_task_prerun(task_id=task_id, task=task, args=[1], kwargs={"password": "hunter2"})
-        capture.on_task_postrun(task_id=task_id, task=task, retval=None, state=JobState.SUCCESS)
-        return recorded.pop(task_id)
+        capture.on_task_prerun(task_id=task_id, task=SimpleNamespace(name="t", request=request), args=[1],
+                               kwargs={"password": "hunter2"})
+        return recorded[task_id]
 
     headers = {"id": "p-1", "task": "t"}
     capture.on_before_task_publish(sender="t", body=([1], {}, {}), headers=headers)
-    assert recorded.pop("p-1")[0]["args"] == [1]
+    assert recorded["p-1"]["args"] == [1]
     assert headers[capture.ARGUMENTS_RECORDED_HEADER] is True  # travels with the message to task.request
-    assert not any("args" in row for row in run("p-1", **{capture.ARGUMENTS_RECORDED_HEADER: True}))
-    from_elsewhere = run("p-2")[0]  # e.g. published by a process without the capture
+    assert "args" not in prerun("p-1", **{capture.ARGUMENTS_RECORDED_HEADER: True})
+    from_elsewhere = prerun("p-2")  # e.g. published by a process without the capture
     assert from_elsewhere["args"] == [1] and from_elsewhere["kwargs"] == {"password": "********"}
 
 
@@ -443,33 +441,3 @@ def test_the_flusher_thread_is_checked_on_the_first_event_after_a_flush_and_when
         buffer.add(capture.make_row("t-9", JobState.PENDING, task_name="t"))
         buffer.add_received("t-10", 0.0, "celery@h")
     assert checks == [1, 3, 4, 1, 2]
-
-
-def test_a_start_is_buffered_once_with_its_outcome_or_by_the_flush_while_the_task_runs(monkeypatch):
-    # A pool process builds no start row for a task that ends before the flush (most tasks): postrun buffers
-    # one row with both. A task still running at a flush has its start written then, and only once.
-    buffer = capture.CaptureBuffer()
-    monkeypatch.setattr(capture, "buffer", buffer)
-    request = SimpleNamespace(hostname="celery@h", retries=0, delivery_info={"routing_key": "q"}, parent_id=None,
-                              root_id="r", **{capture.ARGUMENTS_RECORDED_HEADER: True})
-    task = SimpleNamespace(name="t", request=request)
-    capture.on_task_prerun(task_id="quick", task=task)
-    assert "quick" not in buffer._pending
-    capture.on_task_postrun(task_id="quick", task=task, retval=None, state=JobState.SUCCESS)
-    capture.on_task_prerun(task_id="long", task=task)
-    capture.on_task_prerun(task_id="killed", task=task)
-    capture.on_task_postrun(task_id="killed", task=task, state=None)  # revoke(terminate=True): no outcome here
-
-    rows = buffer._take()
-    quick, long, killed = rows["quick"], rows["long"], rows["killed"]
-    assert quick["state"] == JobState.SUCCESS and quick["started_at"] <= quick["finished_at"]
-    assert quick["worker"] == "celery@h" and quick["queue"] == "q" and quick["root_id"] == "r"
-    assert quick["runtime"] >= 0 and quick["result"] == "None"
-    assert long["state"] == JobState.STARTED and long["worker"] == "celery@h" and "finished_at" not in long
-    assert killed["state"] == JobState.STARTED
-    assert buffer._take() == {}  # not rewritten at every flush while it runs
-
-    capture.on_task_postrun(task_id="long", task=task, retval=1, state=JobState.SUCCESS)
-    done = buffer._take()["long"]
-    assert done["state"] == JobState.SUCCESS and done["runtime"] >= 0 and "started_at" not in done
-    assert not buffer._running
