@@ -340,6 +340,14 @@ def write_rows(rows: Iterable[dict[str, Any]], using: str | None = None) -> int:
     return len(rows)
 
 
+def _receipt_row(task_id: str, request: Any, received_at: float) -> dict[str, Any]:
+    """The RECEIVED event row of a task this worker holds (``request``: Celery's request object)."""
+    return make_row(task_id, JobState.RECEIVED, task_name=request.task_name, worker=request.hostname or "",
+                    queue=(request.delivery_info or {}).get("routing_key") or "",
+                    received_at=datetime.fromtimestamp(received_at, UTC), eta=_parse_time(request.eta),
+                    parent_id=request.parent_id or "", root_id=request.root_id or "")
+
+
 class CaptureBuffer:
     """Per-process event buffer: merged by task id, flushed in bulk by size, by timer and at exit."""
 
@@ -350,7 +358,8 @@ class CaptureBuffer:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending: dict[str, dict[str, Any]] = {}
-        self._received: dict[str, dict[str, Any]] = {}
+        # task id -> (time.time() of the receipt, worker node name); see add_received.
+        self._received: dict[str, tuple[float, str]] = {}
         self._timer: threading.Thread | None = None
         self._wakeup = threading.Event()
         self._failures = 0
@@ -384,6 +393,7 @@ class CaptureBuffer:
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
+            was_empty = not self._pending
             current = self._pending.get(row["task_id"])
             self._pending[row["task_id"]] = _merge(current, row) if current else row
             overflow = len(self._pending) - conf.get("MAX_BUFFERED_EVENTS")
@@ -394,7 +404,11 @@ class CaptureBuffer:
                 logger.error("Job monitoring buffer full: dropped %d oldest events (database unreachable?).",
                              overflow)
             full = len(self._pending) >= conf.get("BUFFER_SIZE")
-        self._ensure_timer()
+        if was_empty or full:
+            # The flusher thread empties the buffer, so while it holds events the thread has been started:
+            # checking on the first event after a flush (and when the buffer fills, should the thread have
+            # died) is enough, and saves a Thread.is_alive() per event in every process.
+            self._ensure_timer()
         if full:
             # Wake the flusher thread rather than writing here: the task (or the worker's consumer loop)
             # goes on while the database does the work.
@@ -423,18 +437,23 @@ class CaptureBuffer:
                 return
         self.add(build())
 
-    def add_received(self, task_id: str, build: Callable[[], dict[str, Any]]) -> None:
+    def add_received(self, task_id: str, received_at: float, worker: str) -> None:
         """Buffer a worker's receipt of a task; written at flush time only if the task still waits then.
 
         A task that a pool process has started by then is recorded by that process (STARTED, then its
         outcome), so the receipt write is skipped: it was a third of the capture's database work. Jobs
-        that do wait in a worker (prefetched backlog, ETA/countdown) still show as RECEIVED. ``build`` makes
-        the row, and runs only for those: the worker's main process is prefork's bottleneck, and building
-        a row for every task there cost it ~30 us of CPU per task (bench/capture_overhead.py).
+        that do wait in a worker (prefetched backlog, ETA/countdown) still show as RECEIVED, their row built
+        at flush time from the request the worker holds. Only the time and the worker's name are kept per
+        task: this runs for every task in the worker's main process, prefork's bottleneck, where building
+        the row (or a closure over the request) for every task cost ~30 us of CPU per task, and even the
+        cheaper variants that copied the request's fields still cost it measurably (bench/RESULTS.md).
         """
         with self._lock:
-            self._received[task_id] = build
-        self._ensure_timer()
+            was_empty = not self._received
+            self._received[task_id] = (received_at, worker)
+            full = len(self._received) >= conf.get("BUFFER_SIZE")
+        if was_empty or full:
+            self._ensure_timer()
 
     def _take(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -442,10 +461,26 @@ class CaptureBuffer:
             received, self._received = self._received, {}
         if received:
             waiting = _waiting_in_this_worker()
-            for task_id, build in received.items():
-                if waiting is None or task_id in waiting or task_id in rows:
-                    row = build()
-                    rows[task_id] = _merge(row, rows[task_id]) if task_id in rows else row
+            if waiting is None:
+                # The worker's state could not be read (changing under us): decide at the next flush.
+                with self._lock:
+                    for task_id, receipt in received.items():
+                        self._received.setdefault(task_id, receipt)
+                return rows
+            for task_id, (received_at, worker) in received.items():
+                request = waiting.get(task_id)
+                if request is not None:
+                    if _ignored(request.task_name):
+                        continue
+                    row = _receipt_row(task_id, request, received_at)
+                elif task_id in rows:
+                    # Run in this process (solo or thread pool) and no longer held: the rows of its start
+                    # have the rest; the receipt adds when, and the worker's node name.
+                    row = make_row(task_id, JobState.RECEIVED, task_name=rows[task_id].get("task_name"),
+                                   worker=worker, received_at=datetime.fromtimestamp(received_at, UTC))
+                else:
+                    continue
+                rows[task_id] = _merge(row, rows[task_id]) if task_id in rows else row
         return rows
 
     def flush(self, *, close_connection: bool = False) -> int:
@@ -548,18 +583,19 @@ class CaptureBuffer:
                 idle = True
 
 
-def _waiting_in_this_worker() -> set[str] | None:
-    """Ids of tasks this worker holds but has not started (reserved or ETA-scheduled); None if unknown."""
+def _waiting_in_this_worker() -> dict[str, Any] | None:
+    """Requests this worker holds but has not started (reserved or ETA-scheduled), by task id; None if unknown."""
     from celery.worker import state
 
     for _ in range(3):
         try:
             # The consumer thread mutates these while we read them: copy, and retry on a concurrent change.
             active = {request.id for request in list(state.active_requests)}
-            held = set(state.requests) | {request.id for request in list(state.scheduled_requests)}
+            held = dict(state.requests)
+            held.update((request.id, request) for request in list(state.scheduled_requests))
         except RuntimeError:
             continue
-        return held - active
+        return {task_id: request for task_id, request in held.items() if task_id not in active}
     return None
 
 
@@ -653,17 +689,12 @@ def on_before_task_publish(sender: str | None = None, body: Any = None, exchange
 @_safe
 def on_task_received(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
     """Record that a worker took the message (runs in the worker's main process)."""
-    if request is None or _ignored(request.task_name):
+    # Nothing else here: this runs for every task in the worker's main process, prefork's bottleneck. Which
+    # tasks are ignored, and everything else a receipt records, is read from the request at flush time, and
+    # only for the tasks that still wait then (CaptureBuffer.add_received).
+    if request is None or not conf.get("CAPTURE_ENABLED"):
         return
-    task_id, task_name, worker, eta = request.id, request.task_name, request.hostname or "", request.eta
-    queue = (request.delivery_info or {}).get("routing_key") or ""
-    parent_id, root_id, received_at = request.parent_id or "", request.root_id or "", now()
-
-    def build() -> dict[str, Any]:
-        return make_row(task_id, JobState.RECEIVED, task_name=task_name, worker=worker, queue=queue,
-                        received_at=received_at, eta=_parse_time(eta), parent_id=parent_id, root_id=root_id)
-
-    buffer.add_received(task_id, build)
+    buffer.add_received(request.id, time.time(), request.hostname or "")
 
 
 _started_clock: dict[str, float] = {}

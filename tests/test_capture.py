@@ -384,3 +384,60 @@ def test_discard_waits_for_a_failing_flush_so_its_rows_cannot_come_back(monkeypa
     flusher.join(5)
     discarding.join(5)
     assert len(buffer) == 0
+
+
+def test_a_receipt_keeps_its_time_and_the_flush_builds_the_row_from_the_request_still_held(monkeypatch):
+    # The worker's main process (prefork's bottleneck) keeps only the time and its node name per received task;
+    # the row is built at flush time from Celery's request, for the tasks still waiting in the worker then.
+    buffer = capture.CaptureBuffer()
+    monkeypatch.setattr(capture, "buffer", buffer)
+    request = SimpleNamespace(id="r-1", task_name="t", hostname="celery@h", eta="2030-01-01T00:00:00+00:00",
+                              delivery_info={"routing_key": "q"}, parent_id=None, root_id="root")
+    before = capture.now()
+    capture.on_task_received(request=request)
+    received_at, worker = buffer._received["r-1"]
+    assert isinstance(received_at, float) and worker == "celery@h"
+
+    monkeypatch.setattr(capture, "_waiting_in_this_worker", lambda: None)  # the worker's state is unreadable
+    assert capture.buffer._take() == {} and "r-1" in buffer  # kept for the next flush
+    monkeypatch.setattr(capture, "_waiting_in_this_worker", lambda: {"r-1": request})
+    row = buffer._take()["r-1"]
+    assert row["state"] == JobState.RECEIVED and row["task_name"] == "t" and row["worker"] == "celery@h"
+    assert row["queue"] == "q" and row["root_id"] == "root" and "parent_id" in row and not row["parent_id"]
+    assert row["eta"] == capture._parse_time("2030-01-01T00:00:00+00:00")
+    assert before <= row["received_at"] <= capture.now()
+
+    capture.on_task_received(request=request)
+    monkeypatch.setattr(capture, "_waiting_in_this_worker", lambda: {})  # a pool process has started it
+    assert buffer._take() == {} and "r-1" not in buffer
+    with override_settings(MONITORING={"IGNORE_TASKS": ["t"]}):
+        capture.on_task_received(request=request)
+        monkeypatch.setattr(capture, "_waiting_in_this_worker", lambda: {"r-1": request})
+        assert buffer._take() == {}
+
+
+def test_a_receipt_of_a_task_run_in_the_same_process_adds_its_time_and_worker_to_the_start(monkeypatch):
+    # Solo and thread pools run the task in the process that received it; by the flush the request has left
+    # the worker, and the receipt completes the start row with what only it knows.
+    buffer = capture.CaptureBuffer()
+    buffer.add_received("s-1", capture.now().timestamp(), "celery@h")
+    buffer.add(capture.make_row("s-1", JobState.STARTED, task_name="t", queue="q", started_at=capture.now()))
+    monkeypatch.setattr(capture, "_waiting_in_this_worker", dict)
+    row = buffer._take()["s-1"]
+    assert row["state"] == JobState.STARTED and row["worker"] == "celery@h" and row["queue"] == "q"
+    assert row["received_at"] <= row["started_at"]
+
+
+def test_the_flusher_thread_is_checked_on_the_first_event_after_a_flush_and_when_the_buffer_fills(monkeypatch):
+    # Thread.is_alive() on every event was a cost in every process. The flusher empties the buffer, so an event
+    # that finds it non-empty (and not full) knows the thread has been started.
+    buffer = capture.CaptureBuffer()
+    checks = []
+    monkeypatch.setattr(buffer, "_ensure_timer", lambda: checks.append(len(buffer)))
+    with override_settings(MONITORING={"BUFFER_SIZE": 3}):
+        for n in range(4):
+            buffer.add(capture.make_row(f"t-{n}", JobState.PENDING, task_name="t"))
+        buffer._take()
+        buffer.add(capture.make_row("t-9", JobState.PENDING, task_name="t"))
+        buffer.add_received("t-10", 0.0, "celery@h")
+    assert checks == [1, 3, 4, 1, 2]
