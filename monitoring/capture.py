@@ -46,6 +46,7 @@ _TEXT_COLUMNS = {"task_name", "origin", "queue", "routing_key", "parent_id", "ro
 
 # Set on a message by the publishing process's capture (Celery passes custom headers on to task.request).
 ARGUMENTS_RECORDED_HEADER = "jobmonitor_args_recorded"
+FLUSHER_PAUSE = 1.0  # seconds the flusher thread waits after a failure of its own before it goes on
 UNSERIALIZABLE = "__unserializable__"
 TRUNCATED = "__truncated__"
 
@@ -565,22 +566,33 @@ class CaptureBuffer:
     def _run_timer(self) -> None:
         idle = True
         while True:
-            woken = self._wakeup.wait(conf.get("FLUSH_INTERVAL"))
-            self._wakeup.clear()
-            if not self.background:
-                continue
-            if (self._pending or self._received) and time.monotonic() >= self._retry_at:
-                # Between bursts the connection is closed so it never lingers idle (a test database could not
-                # be dropped, and an idle server-side connection per process adds up). While events keep
-                # coming (the buffer filled, or more arrived during the flush) it is kept: a new connection
-                # per flush costs a server process start-up, which a worker running under ~200 tasks/s per
-                # process (timer-driven flushes) paid every second.
-                self.flush(close_connection=not woken)
-                idle = False
-            elif not idle:
-                # A whole interval without events: close what the last flush kept open for more.
-                self._close(conf.get("DATABASE_ALIAS"))
-                idle = True
+            try:
+                idle = self._tick(idle)
+            except Exception:
+                # The flusher must outlive any failure (an invalid setting read at run time, a bug): it is
+                # restarted only by the first event after a flush or by a full buffer, so a dead one would leave
+                # a quiet process's buffered rows unwritten. Pause, so a failure that repeats cannot spin.
+                logger.exception("Job monitoring's flusher thread failed; it goes on in %.0f s.", FLUSHER_PAUSE)
+                time.sleep(FLUSHER_PAUSE)
+
+    def _tick(self, idle: bool) -> bool:
+        """Wait up to FLUSH_INTERVAL for events, then flush (or close an idle connection); return ``idle``."""
+        woken = self._wakeup.wait(conf.get("FLUSH_INTERVAL"))
+        self._wakeup.clear()
+        if not self.background:
+            return idle
+        if (self._pending or self._received) and time.monotonic() >= self._retry_at:
+            # Between bursts the connection is closed so it never lingers idle (a test database could not
+            # be dropped, and an idle server-side connection per process adds up). While events keep
+            # coming (the buffer filled, or more arrived during the flush) it is kept: a new connection
+            # per flush costs a server process start-up, which a worker running under ~200 tasks/s per
+            # process (timer-driven flushes) paid every second.
+            self.flush(close_connection=not woken)
+            return False
+        if not idle:
+            # A whole interval without events: close what the last flush kept open for more.
+            self._close(conf.get("DATABASE_ALIAS"))
+        return True
 
 
 def _waiting_in_this_worker() -> dict[str, Any] | None:

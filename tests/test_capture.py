@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 from types import SimpleNamespace
@@ -426,6 +427,29 @@ def test_a_receipt_of_a_task_run_in_the_same_process_adds_its_time_and_worker_to
     row = buffer._take()["s-1"]
     assert row["state"] == JobState.STARTED and row["worker"] == "celery@h" and row["queue"] == "q"
     assert row["received_at"] <= row["started_at"]
+
+
+def test_the_flusher_thread_outlives_a_failure_of_its_own_and_still_writes_the_buffered_rows(monkeypatch, caplog):
+    # It is restarted only by the first event after a flush or by a full buffer: had it died, a quiet process's
+    # buffered rows would wait for events that may never come.
+    buffer = capture.CaptureBuffer()
+    written: list[str] = []
+    monkeypatch.setattr(capture, "FLUSHER_PAUSE", 0.01)
+    monkeypatch.setattr(capture, "write_rows", lambda rows: written.extend(r["task_id"] for r in rows) or len(written))
+    real_get, failures = capture.conf.get, []
+
+    def get(key: str) -> object:
+        # Only this buffer's thread fails (the process's own buffer may have a flusher running too).
+        if key == "FLUSH_INTERVAL" and threading.current_thread() is buffer._timer and len(failures) < 2:
+            failures.append(key)
+            raise TypeError("an invalid FLUSH_INTERVAL read at run time")
+        return 0.01 if key == "FLUSH_INTERVAL" and threading.current_thread() is buffer._timer else real_get(key)
+
+    monkeypatch.setattr(capture.conf, "get", get)
+    buffer.add(capture.make_row("q-1", JobState.PENDING, task_name="t"))
+    wait_until(lambda: written == ["q-1"], timeout=5)
+    assert buffer._timer.is_alive() and len(failures) == 2
+    assert "flusher thread failed" in caplog.text
 
 
 def test_the_flusher_thread_is_checked_on_the_first_event_after_a_flush_and_when_the_buffer_fills(monkeypatch):
