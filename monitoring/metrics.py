@@ -390,11 +390,11 @@ def _bars(since: datetime, until: datetime, now: datetime, task_name: str | None
     the range.
     """
     limit = conf.get("TIMELINE_MAX_BARS")
-    started = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
+    in_range = JobRun.objects.filter(started_at__gte=since, started_at__lt=until)
     earlier = JobRun.objects.active().filter(started_at__lt=since)
     if task_name:
-        started, earlier = started.filter(task_name=task_name), earlier.filter(task_name=task_name)
-    rows = list(started.order_by("-started_at", "-id").values_list(*BAR_COLUMNS)[:limit + 1])
+        in_range, earlier = in_range.filter(task_name=task_name), earlier.filter(task_name=task_name)
+    rows = list(in_range.order_by("-started_at", "-id").values_list(*BAR_COLUMNS)[:limit + 1])
     truncated = len(rows) > limit
     rows = rows[:limit]
     rows += earlier.order_by("-started_at", "-id").values_list(*BAR_COLUMNS)[:limit]
