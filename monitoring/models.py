@@ -442,11 +442,11 @@ class AlertRule(models.Model):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        from .alerts import rule_errors
+        from .alerts import RULE_FIELDS, rule_errors
 
-        errors = rule_errors({"metric": self.metric, "scope": self.scope, "scope_value": self.scope_value,
-                              "threshold": self.threshold, "window": self.window, "min_samples": self.min_samples,
-                              "channels": self.channels})
+        # Every field the service validates, from the service's own list: a hand-picked copy once left out a new
+        # field, and the admin form then passed a value the service refused (a 500).
+        errors = rule_errors({name: getattr(self, name) for name in RULE_FIELDS})
         if errors:
             raise ValidationError(errors)
 
