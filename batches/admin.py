@@ -88,7 +88,7 @@ class BatchJobAdmin(CsvExportMixin, BigTableAdmin):
 
     @admin.display(description=_("batch"), ordering="id")
     def batch(self, job: BatchJob) -> str:
-        return job.provider_batch_id or _("local batch %(id)s") % {"id": job.pk}
+        return job.label
 
     @admin.display(description=_("cost at batch price"), ordering="cost")
     def cost_label(self, job: BatchJob) -> str:

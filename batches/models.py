@@ -215,7 +215,12 @@ class BatchJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.provider_batch_id or f'local batch {self.pk}'} ({self.status})"
+        return f"{self.label} ({self.status})"
+
+    @property
+    def label(self) -> str:
+        """The provider's batch id, or "local batch N" before the provider has one."""
+        return self.provider_batch_id or f"local batch {self.pk}"
 
     @property
     def is_terminal(self) -> bool:
